@@ -1,0 +1,67 @@
+// Compile-time layout of isoshard. Every constant carries its unit in its name.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#ifndef ISOSHARD_PRE_POPULATE_PAGES
+#define ISOSHARD_PRE_POPULATE_PAGES 1
+#endif
+#ifndef ISOSHARD_SANITIZE_CHUNKS
+#define ISOSHARD_SANITIZE_CHUNKS 0
+#endif
+#ifndef ISOSHARD_MLOCK_METADATA
+#define ISOSHARD_MLOCK_METADATA 1
+#endif
+#ifndef ISOSHARD_CANARIES
+#define ISOSHARD_CANARIES 1
+#endif
+
+#define ISO_ALWAYS_INLINE [[gnu::always_inline]] inline
+#define ISO_COLD [[gnu::noinline, gnu::cold]]
+#define ISO_LIKELY(x) __builtin_expect(!!(x), 1)
+#define ISO_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+namespace iso {
+
+inline constexpr std::size_t kPageBytes = 4096;
+// x86-64 malloc ABI: every chunk is 16-byte aligned.
+inline constexpr std::size_t kMinAlignBytes = 16;
+
+// The root reserves one range and cuts it into aligned slots; a pointer's slot is
+// (p - base) >> kZoneSlotShift, so free needs no hashing and no search.
+inline constexpr unsigned kZoneSlotShift = 22;
+inline constexpr std::size_t kZoneSlotBytes = std::size_t{1} << kZoneSlotShift;  // 4 MiB
+inline constexpr std::size_t kReservedBytes = std::size_t{1} << 40;               // 1 TiB
+inline constexpr std::size_t kSlotCount = kReservedBytes / kZoneSlotBytes;
+
+// A zone slot: [guard page][user pages ...][guard page].
+inline constexpr std::size_t kZoneUserBytes = kZoneSlotBytes - 2 * kPageBytes;
+
+// Zone pages are committed in growing steps so RSS follows use, yet each step is one
+// prefaulted mapping (few page faults).
+inline constexpr std::size_t kCommitFirstStepBytes = 64 * 1024;
+inline constexpr std::size_t kCommitMaxStepBytes = 1024 * 1024;
+
+// The freelist cache: free chunk indices popped first on the hot path.
+inline constexpr unsigned kFreelistCacheSlots = 64;
+
+// One canary chunk per this many chunks, at a secret random position in each group.
+inline constexpr unsigned kCanaryGroupChunks = 64;
+
+// Cross-thread frees travel in batches of this many chunks.
+inline constexpr unsigned kRemoteBatchChunks = 62;
+// Bounded Boost.Lockfree inbox per shard; overflow goes to an intrusive list.
+inline constexpr unsigned kInboxSlots = 64;
+// Outboxes a shard keeps open at once (direct-mapped by destination shard id).
+inline constexpr unsigned kOutboxCount = 4;
+
+// Big allocations freed are kept mapped up to this many bytes to avoid mmap churn.
+inline constexpr std::size_t kBigCacheBytes = 64ull << 20;
+inline constexpr unsigned kBigCacheEntries = 8;
+
+// Metadata regions (reserved, committed as they grow).
+inline constexpr std::size_t kMaxShards = 1u << 20;
+inline constexpr std::size_t kBitmapArenaBytes = std::size_t{64} << 30;
+inline constexpr std::size_t kBatchArenaBytes = std::size_t{16} << 30;
+
+}  // namespace iso

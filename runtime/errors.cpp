@@ -1,0 +1,41 @@
+#include "runtime/errors.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace iso {
+namespace {
+
+const char* fault_name(Fault fault) {
+  switch (fault) {
+    case Fault::kDoubleFree: return "double free";
+    case Fault::kInvalidFree: return "invalid free";
+    case Fault::kCanaryOverwritten: return "canary overwritten (heap overflow)";
+    case Fault::kCorruptMetadata: return "corrupt metadata";
+    case Fault::kOutOfMetadata: return "out of metadata space";
+  }
+  return "fault";
+}
+
+}  // namespace
+
+void fatal(Fault fault, const void* ptr, long zone_id, unsigned chunk_bytes) {
+  // format_to_n into the stack: the heap may be what is broken.
+  char line[200];
+  fmt::format_to_n_result<char*> r;
+  if (zone_id >= 0) {
+    r = fmt::format_to_n(line, sizeof line - 1, "isoshard: {} of {} in zone {} ({}-byte chunks)\n",
+                         fault_name(fault), ptr, zone_id, chunk_bytes);
+  } else {
+    r = fmt::format_to_n(line, sizeof line - 1, "isoshard: {} of {} (not in any zone)\n",
+                         fault_name(fault), ptr);
+  }
+  std::size_t n = r.size < sizeof line - 1 ? r.size : sizeof line - 1;
+  line[sizeof line - 2] = '\n';
+  (void)!write(STDERR_FILENO, line, n);
+  abort();
+}
+
+}  // namespace iso

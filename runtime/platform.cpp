@@ -1,0 +1,56 @@
+#include "runtime/platform.hpp"
+
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <atomic>
+
+namespace iso::os {
+
+void* reserve(std::size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+bool commit(void* p, std::size_t bytes, bool populate) {
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+  if (populate) flags |= MAP_POPULATE;
+  return mmap(p, bytes, PROT_READ | PROT_WRITE, flags, -1, 0) != MAP_FAILED;
+}
+
+void decommit(void* p, std::size_t bytes) {
+  // A fresh PROT_NONE mapping over the range frees the pages and turns any later touch
+  // into a fault instead of silent reuse.
+  mmap(p, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+}
+
+void discard(void* p, std::size_t bytes) { madvise(p, bytes, MADV_DONTNEED); }
+
+void advise_bitmap(void* p, std::size_t bytes) {
+  madvise(p, bytes, MADV_WILLNEED);
+  madvise(p, bytes, MADV_SEQUENTIAL);
+}
+
+void advise_user(void* p, std::size_t bytes) {
+  madvise(p, bytes, MADV_WILLNEED);
+  madvise(p, bytes, MADV_RANDOM);
+}
+
+void try_lock(void* p, std::size_t bytes) { (void)mlock(p, bytes); }
+
+std::uint64_t random_u64() {
+  std::uint64_t v = 0;
+  if (getrandom(&v, sizeof v, GRND_NONBLOCK) == sizeof v) return v;
+  // No entropy yet (early boot): a clock- and address-seeded splitmix step still varies.
+  static std::atomic<std::uint64_t> fallback{0x9e3779b97f4a7c15ull};
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  std::uint64_t z = fallback.fetch_add(0x9e3779b97f4a7c15ull) ^
+                    static_cast<std::uint64_t>(ts.tv_nsec) ^ reinterpret_cast<std::uintptr_t>(&v);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace iso::os

@@ -1,0 +1,23 @@
+// Thin wrappers over the kernel: mappings, advice, locking pages, randomness.
+// Nothing here allocates through malloc.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace iso::os {
+
+// Reserves address space that holds no memory (PROT_NONE, MAP_NORESERVE).
+void* reserve(std::size_t bytes);
+// Makes [p, p+bytes) of a reservation readable and writable; prefaults when asked.
+bool commit(void* p, std::size_t bytes, bool populate);
+// Returns the pages to the OS and makes the range inaccessible again.
+void decommit(void* p, std::size_t bytes);
+// Drops the pages' contents (they read as zero afterwards) but keeps the mapping.
+void discard(void* p, std::size_t bytes);
+void advise_bitmap(void* p, std::size_t bytes);
+void advise_user(void* p, std::size_t bytes);
+// mlock; failure (e.g. RLIMIT_MEMLOCK in a container) is tolerated by design.
+void try_lock(void* p, std::size_t bytes);
+std::uint64_t random_u64();
+
+}  // namespace iso::os

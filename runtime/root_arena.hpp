@@ -1,0 +1,60 @@
+// The root arena: one reserved range cut into kZoneSlotBytes slots, the zone table indexed by
+// slot, on-demand zone creation and big allocations. Everything here but zone_of is a slow
+// path and runs under the root lock.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/config.hpp"
+#include "runtime/spin_lock.hpp"
+#include "runtime/zone/zone.hpp"
+
+namespace iso {
+
+// Before init the base lies above user space, so every pointer misses the range.
+inline constexpr std::uintptr_t kNoBase = 0xffff800000000000ull;
+extern std::uintptr_t g_base;
+extern Zone* g_zones;
+
+// The zone (or big-allocation) entry of the slot holding p; nullptr outside the range.
+ISO_ALWAYS_INLINE Zone* zone_of(const void* p) {
+  std::uintptr_t d = reinterpret_cast<std::uintptr_t>(p) - g_base;
+  if (ISO_UNLIKELY(d >= kReservedBytes)) return nullptr;
+  return &g_zones[d >> kZoneSlotShift];
+}
+
+ISO_ALWAYS_INLINE std::uintptr_t slot_base(std::uint32_t slot) {
+  return g_base + (std::uintptr_t{slot} << kZoneSlotShift);
+}
+
+// Idempotent and thread-safe. Returns false if the address space could not be reserved.
+bool root_init();
+bool root_ready();
+// A new zone of class cls owned by `owner` (a shard); nullptr when out of address space.
+Zone* root_new_zone(unsigned cls, const void* owner, bool is_default);
+
+// Big allocations (above kMaxSmallBytes): their own pages between guard pages.
+void* root_big_alloc(std::size_t bytes, std::size_t align, bool zero);
+void root_big_free(Zone& z, void* p);
+std::size_t root_big_usable(const Zone& z);
+
+// Runs of contiguous slots (root lock held by the caller).
+SpinLock& root_lock();
+std::uint32_t root_take_slots(std::uint32_t count);  // kNoZone when exhausted
+void root_give_slots(std::uint32_t first, std::uint32_t count);
+
+struct RootStats {
+  std::uint32_t zones;
+  std::uint32_t slots_used;
+  std::uint32_t big_live;
+  std::size_t big_cached_bytes;
+  std::size_t metadata_bytes;
+};
+RootStats root_stats();
+
+// fork: the parent takes the root's locks before fork and releases them after; the child
+// resets them (its only thread is the one that forked).
+void root_prefork();
+void root_postfork(bool child);
+
+}  // namespace iso

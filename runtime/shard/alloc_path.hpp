@@ -1,0 +1,35 @@
+// The hot paths: allocation from the thread's current zone cache, and free into a zone the
+// thread owns. No lock, no atomic read-modify-write, no syscall, no division; everything
+// else falls to the [[gnu::cold]] slow paths in shard_alloc.cpp.
+#pragma once
+#include <cstddef>
+
+#include "runtime/root_arena.hpp"
+#include "runtime/shard/shard.hpp"
+#include "runtime/zone/size_class.hpp"
+#include "runtime/zone/zone.hpp"
+
+namespace iso {
+
+// bytes <= kMaxSmallBytes.
+template <bool Zero>
+ISO_ALWAYS_INLINE void* shard_malloc_small(std::size_t bytes) {
+  unsigned cls = size_class_of(bytes);
+  Zone* z = t_shard->current[cls];
+  if (ISO_LIKELY(!z->cache.empty())) return zone_pop<Zero>(*z);
+  return shard_alloc_slow(cls, Zero);
+}
+
+ISO_ALWAYS_INLINE void shard_free(void* p) {
+  Zone* z = zone_of(p);
+  ShardFront* s = t_shard;
+  // Big and unused slots have no owner, so they never pass this test.
+  if (ISO_LIKELY(z != nullptr && z->owner == s)) {
+    zone_free(*z, p);
+    if (ISO_UNLIKELY(!z->listed || z->used == 0)) shard_zone_event(static_cast<Shard*>(s), z);
+    return;
+  }
+  shard_free_slow(z, p);
+}
+
+}  // namespace iso

@@ -1,0 +1,84 @@
+// A shard: one thread's zones per size class, its cross-thread inbox and outboxes.
+//
+// Invariants:
+//   current[c]     is never null: a zone of class c owned by this shard, or the empty zone
+//                  (whose cache is always empty), so the hot path tests nothing else
+//   a zone of this shard is listed (current, or on avail[c]) whenever it may hold a free
+//                  chunk; an unlisted zone is full, and the free that ends that joins it to
+//                  avail[c]
+//   spare[c]       is kNoZone or a zone kept committed while empty (hysteresis); any
+//                  other zone of class c that empties has its pages released
+//   only the bound thread touches anything here but the inbox, which any thread pushes to
+#pragma once
+#include <atomic>
+#include <cstdint>
+
+#include "runtime/config.hpp"
+#include "runtime/shard/remote_batch.hpp"
+#include "runtime/shard/remote_inbox.hpp"
+#include "runtime/zone/size_class.hpp"
+#include "runtime/zone/zone.hpp"
+
+namespace iso {
+
+// What the hot path reads. The sentinel is one of these, constant-initialised, so a thread
+// that never allocated needs no "initialised?" branch: its caches are empty.
+struct ShardFront {
+  Zone* current[kClassCount];
+};
+
+struct Shard : ShardFront {
+  std::uint32_t id;
+  std::atomic<std::uint32_t> pool_link;   // shard pool fallback list
+  std::atomic<bool> bound;                // a live thread uses it
+  bool lock_metadata;                     // the main shard: default zones mlocked
+  std::uint32_t avail[kClassCount];       // zones with free chunks besides current
+  std::uint32_t spare[kClassCount];
+  RemoteBatch* outbox[kOutboxCount];      // direct-mapped by destination id
+  std::uint64_t remote_frees_sent;
+  std::uint64_t remote_frees_received;
+  std::uint64_t zones_released;
+  RemoteInbox inbox;
+};
+
+extern constinit Zone g_empty_zone;
+extern constinit ShardFront g_sentinel_shard;
+// Initial-exec TLS: one %fs-relative load, no __tls_get_addr call.
+extern thread_local constinit ShardFront* t_shard [[gnu::tls_model("initial-exec")]];
+
+ISO_ALWAYS_INLINE bool is_sentinel(const ShardFront* s) { return s == &g_sentinel_shard; }
+
+}  // namespace iso
+
+namespace iso {
+
+// --- shard_pool.cpp: binding threads to shards ---------------------------------------------
+// Binds the calling thread to a pooled shard (drained first) or a new one; nullptr when
+// the runtime cannot initialise.
+Shard* shard_bind();
+// Flushes the thread's outboxes and returns its shard to the pool.
+void shard_release_current();
+Shard* shard_by_id(std::uint32_t id);
+std::uint32_t shard_count();      // shards ever created
+std::uint32_t shards_pooled();    // of those, released and waiting for a thread
+// Thread exit and fork wiring; called once from the library constructor (idempotent).
+void shard_install_hooks();
+// True once this thread's shard was released at thread exit.
+bool shard_thread_exited();
+
+// --- shard_alloc.cpp: slow paths ---------------------------------------------------------
+// Allocation when the current zone's cache is empty (or the thread is unbound).
+ISO_COLD void* shard_alloc_slow(unsigned cls, bool zero);
+// A free made a zone unlisted-but-free or empty.
+ISO_COLD void shard_zone_event(Shard* s, Zone* z);
+// A free that is not in the calling thread's own zone: remote, big, or invalid.
+ISO_COLD void shard_free_slow(Zone* z, void* p);
+// Hands every chunk in the inbox back to its zone.
+void shard_drain_inbox(Shard* s);
+void shard_flush_outboxes(Shard* s);
+// Creates the shard's default zones (common sizes).
+void shard_make_default_zones(Shard* s);
+// Aborts on a broken invariant in any of the shard's zones; returns the chunks in use.
+std::uint64_t shard_verify(Shard* s);
+
+}  // namespace iso

@@ -1,0 +1,211 @@
+// The shard's slow paths: refilling and switching zones, releasing empty zones, and routing
+// frees of chunks that belong to another shard.
+#include "runtime/platform.hpp"
+#include "runtime/root_arena.hpp"
+#include "runtime/shard/shard.hpp"
+
+namespace iso {
+namespace {
+
+// Common sizes get a zone as soon as the shard exists (the seed's "default zones").
+constexpr std::uint32_t kDefaultZoneBytes[] = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+
+// A zone of class cls with a non-empty cache, now the shard's current zone; nullptr on OOM.
+Zone* switch_zone(Shard* s, unsigned cls) {
+  Zone* old = s->current[cls];
+  if (old != &g_empty_zone) old->listed = false;  // full: the next free relists it
+  while (s->avail[cls] != kNoZone) {
+    Zone* z = &g_zones[s->avail[cls]];
+    s->avail[cls] = z->next_avail;
+    z->next_avail = kNoZone;
+    if (zone_refill(*z)) {
+      s->current[cls] = z;
+      return z;
+    }
+    z->listed = false;  // could not commit more pages: treat as full
+  }
+  Zone* z = root_new_zone(cls, s, false);
+  if (!z || !zone_refill(*z)) {
+    s->current[cls] = &g_empty_zone;
+    if (z) {  // keep it for later, when memory may be available again
+      z->next_avail = s->avail[cls];
+      s->avail[cls] = z->id;
+    }
+    return nullptr;
+  }
+  s->current[cls] = z;
+  return z;
+}
+
+// Sends a batch to its destination's inbox.
+void send(RemoteBatch* b) { shard_by_id(b->dest)->inbox.push(b); }
+
+// The freeing thread's own batch for dest, opened if needed; nullptr if no batch is left.
+void post_remote(Shard* from, const Shard* dest, void* p) {
+  RemoteBatch*& slot = from->outbox[dest->id % kOutboxCount];
+  if (slot && slot->dest != dest->id) {
+    send(slot);
+    slot = nullptr;
+  }
+  if (!slot) {
+    slot = batch_get();
+    if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
+    slot->dest = dest->id;
+    slot->count = 0;
+  }
+  slot->chunks[slot->count++] = p;
+  ++from->remote_frees_sent;
+  if (slot->count == kRemoteBatchChunks) {
+    send(slot);
+    slot = nullptr;
+  }
+}
+
+// A thread past its exit release has no outbox: its frees go home one per batch.
+void post_remote_direct(const Shard* dest, void* p) {
+  RemoteBatch* b = batch_get();
+  if (!b) fatal(Fault::kOutOfMetadata, p, -1);
+  b->dest = dest->id;
+  b->count = 1;
+  b->chunks[0] = p;
+  send(b);
+}
+
+}  // namespace
+
+constinit Zone g_empty_zone = {};
+
+// The empty zone stands in for every class until a shard has a zone of it. Constant
+// initialised: malloc may run before any constructor.
+static constexpr ShardFront make_sentinel() {
+  ShardFront s{};
+  for (Zone*& z : s.current) z = &g_empty_zone;
+  return s;
+}
+constinit ShardFront g_sentinel_shard = make_sentinel();
+thread_local constinit ShardFront* t_shard = &g_sentinel_shard;
+
+void shard_make_default_zones(Shard* s) {
+  for (std::uint32_t bytes : kDefaultZoneBytes) {
+    unsigned cls = size_class_of(bytes);
+    Zone* z = root_new_zone(cls, s, true);
+    if (!z) return;
+    s->current[cls] = z;
+#if ISOSHARD_MLOCK_METADATA
+    // Walked on every alloc and free of the main thread: keep it resident (may fail quietly).
+    if (s->lock_metadata) {
+      os::try_lock(z, sizeof(Zone));
+      os::try_lock(z->bitmap, zone_bitmap_bytes(cls));
+    }
+#endif
+  }
+}
+
+void* shard_alloc_slow(unsigned cls, bool zero) {
+  ShardFront* f = t_shard;
+  if (is_sentinel(f)) {
+    f = shard_bind();
+    if (!f) return nullptr;
+  }
+  Shard* s = static_cast<Shard*>(f);
+  if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
+  Zone* z = s->current[cls];
+  if (z->cache.empty()) {
+    if (z == &g_empty_zone || !zone_refill(*z)) z = switch_zone(s, cls);
+    if (!z) return nullptr;
+  }
+  return zero ? zone_pop<true>(*z) : zone_pop<false>(*z);
+}
+
+void shard_zone_event(Shard* s, Zone* z) {
+  unsigned cls = z->cls;
+  if (!z->listed) {
+    z->listed = true;
+    z->next_avail = s->avail[cls];
+    s->avail[cls] = z->id;
+  }
+  if (z->used != 0 || z == s->current[cls]) return;
+  // An empty zone besides the current one: keep one per class committed so a loop that
+  // frees everything and allocates again does not fault pages back in; release the rest.
+  std::uint32_t spare = s->spare[cls];
+  if (spare == kNoZone || spare == z->id || g_zones[spare].used != 0 ||
+      s->current[cls] == &g_zones[spare]) {
+    s->spare[cls] = z->id;
+    return;
+  }
+  zone_release(*z);
+  ++s->zones_released;
+}
+
+void shard_free_slow(Zone* z, void* p) {
+  if (!z) {
+    if (p == nullptr) return;
+    fatal(Fault::kInvalidFree, p, -1);
+  }
+  switch (z->kind) {
+    case SlotKind::kBig:
+    case SlotKind::kBigTail:
+      root_big_free(*z, p);
+      return;
+    case SlotKind::kUnused:
+      fatal(Fault::kInvalidFree, p, -1);
+    case SlotKind::kZone:
+      break;
+  }
+  // Cheap checks here, so the fault names the freeing thread; the owner checks the state.
+  std::uint64_t off = reinterpret_cast<std::uintptr_t>(p) - z->user_base;
+  if (off >= kZoneUserBytes || std::uint64_t{chunk_index_of(off, z->cls)} * z->chunk_bytes() != off)
+    zone_bad_free(*z, p, kChunkFresh);
+  ShardFront* f = t_shard;
+  if (is_sentinel(f)) {
+    if (shard_thread_exited()) return post_remote_direct(static_cast<const Shard*>(z->owner), p);
+    f = shard_bind();
+    if (!f) fatal(Fault::kOutOfMetadata, p, z->id);
+  }
+  Shard* s = static_cast<Shard*>(f);
+  if (z->owner == s) {  // the shard just bound owns it
+    zone_free(*z, p);
+    if (!z->listed || z->used == 0) shard_zone_event(s, z);
+    return;
+  }
+  post_remote(s, static_cast<const Shard*>(z->owner), p);
+}
+
+void shard_drain_inbox(Shard* s) {
+  s->inbox.drain([s](RemoteBatch* b) {
+    for (std::uint32_t i = 0; i < b->count; ++i) {
+      Zone* z = zone_of(b->chunks[i]);
+      zone_free(*z, b->chunks[i]);
+      if (!z->listed || z->used == 0) shard_zone_event(s, z);
+    }
+    s->remote_frees_received += b->count;
+    batch_put(b);
+  });
+}
+
+void shard_flush_outboxes(Shard* s) {
+  for (RemoteBatch*& b : s->outbox) {
+    if (b) send(b);
+    b = nullptr;
+  }
+}
+
+std::uint64_t shard_verify(Shard* s) {
+  std::uint64_t in_use = 0;
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    Zone* cur = s->current[c];
+    if (cur != &g_empty_zone) {
+      if (cur->owner != s || cur->cls != c || !cur->listed)
+        fatal(Fault::kCorruptMetadata, cur, cur->id, cur->chunk_bytes());
+    }
+  }
+  // Every zone this shard owns, found through the root's table.
+  RootStats rs = root_stats();
+  for (std::uint32_t slot = 0; slot < rs.slots_used; ++slot) {
+    Zone& z = g_zones[slot];
+    if (z.kind == SlotKind::kZone && z.owner == s) in_use += zone_verify(z);
+  }
+  return in_use;
+}
+
+}  // namespace iso

@@ -1,0 +1,174 @@
+// Binding threads to shards. A thread binds on its first allocation or free; at exit its
+// shard goes to a pool (a Boost.Lockfree stack of ids, with an unbounded IdStack behind it
+// for when the stack is full) and the next thread to bind takes it, zones and all, so thread
+// churn costs no memory growth. Shard storage grows lazily from a reserved arena.
+#include <pthread.h>
+
+#include <boost/lockfree/stack.hpp>
+#include <new>
+
+#include "runtime/errors.hpp"
+#include "runtime/metadata_arena.hpp"
+#include "runtime/root_arena.hpp"
+#include "runtime/shard/id_stack.hpp"
+#include "runtime/shard/shard.hpp"
+
+namespace iso {
+namespace {
+
+inline constexpr unsigned kShardPoolSlots = 1024;
+using ShardStack = boost::lockfree::stack<std::uint32_t, boost::lockfree::capacity<kShardPoolSlots>>;
+
+struct ShardLink {
+  std::atomic<std::uint32_t>& operator()(std::uint32_t id) const {
+    return shard_by_id(id)->pool_link;
+  }
+};
+
+constinit SpinLock g_init_lock;
+constinit std::atomic<bool> g_ready{false};
+constinit SpinLock g_hooks_lock;
+constinit std::atomic<bool> g_hooks_ready{false};
+constinit MetadataArena g_shard_arena;
+constinit Shard** g_shard_table = nullptr;
+constinit std::atomic<std::uint32_t> g_shard_count{0};
+constinit std::atomic<std::uint32_t> g_pooled{0};
+constinit ShardStack* g_pool = nullptr;
+constinit IdStack<ShardLink> g_pool_overflow;
+constinit pthread_key_t g_exit_key = 0;
+
+thread_local constinit unsigned t_exit_rounds [[gnu::tls_model("initial-exec")]] = 0;
+// Set once the thread's shard is released at exit: later frees (other destructors) must
+// not bind a shard that nothing would release again.
+thread_local constinit bool t_exited [[gnu::tls_model("initial-exec")]] = false;
+
+bool ensure_init() {
+  if (g_ready.load(std::memory_order_acquire)) return true;
+  if (!root_init()) return false;
+  LockGuard guard(g_init_lock);
+  if (g_ready.load(std::memory_order_relaxed)) return true;
+  std::size_t table_bytes = kMaxShards * sizeof(Shard*);
+  std::size_t arena_bytes = kMaxShards * ((sizeof(Shard) + 63) & ~std::size_t{63});
+  if (!g_shard_arena.init(table_bytes + arena_bytes + sizeof(ShardStack) + kPageBytes)) return false;
+  g_shard_table = static_cast<Shard**>(g_shard_arena.alloc(table_bytes, kPageBytes));
+  // Boost.Lockfree's constructors are not constexpr: build it here, in our own memory.
+  g_pool = new (g_shard_arena.alloc(sizeof(ShardStack), 64)) ShardStack();
+  g_ready.store(true, std::memory_order_release);
+  return true;
+}
+
+Shard* create_shard() {
+  void* mem = g_shard_arena.alloc(sizeof(Shard), 64);
+  if (!mem) return nullptr;
+  auto* s = new (mem) Shard();
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    s->current[c] = &g_empty_zone;
+    s->avail[c] = kNoZone;
+    s->spare[c] = kNoZone;
+  }
+  std::uint32_t id = g_shard_count.load(std::memory_order_relaxed);
+  s->id = id;
+  s->lock_metadata = id == 0;  // the first shard is the main thread's (library constructor)
+  g_shard_table[id] = s;
+  g_shard_count.store(id + 1, std::memory_order_release);
+  return s;
+}
+
+Shard* take_pooled() {
+  std::uint32_t id;
+  if (g_pool->pop(id) || g_pool_overflow.pop(id, ShardLink{})) {
+    g_pooled.fetch_sub(1, std::memory_order_relaxed);
+    return shard_by_id(id);
+  }
+  return nullptr;
+}
+
+void give_to_pool(Shard* s) {
+  s->bound.store(false, std::memory_order_relaxed);
+  g_pooled.fetch_add(1, std::memory_order_relaxed);
+  if (!g_pool->bounded_push(s->id)) g_pool_overflow.push(s->id, ShardLink{});
+}
+
+void on_thread_exit(void* value) {
+  // Re-arm so that we run in the last round, after other keys' destructors that may free.
+  if (++t_exit_rounds < PTHREAD_DESTRUCTOR_ITERATIONS) {
+    pthread_setspecific(g_exit_key, value);
+    return;
+  }
+  shard_release_current();
+  t_exited = true;
+}
+
+void prefork() {
+  g_init_lock.lock();
+  root_prefork();
+}
+
+void postfork_parent() {
+  root_postfork(false);
+  g_init_lock.unlock();
+}
+
+void postfork_child() {
+  root_postfork(true);
+  g_init_lock.reset_in_child();
+  // Only the forking thread survives: every other bound shard goes back to the pool, with
+  // the chunks its thread had queued for other shards delivered.
+  ShardFront* self = t_shard;
+  std::uint32_t n = shard_count();
+  for (std::uint32_t id = 0; id < n; ++id) {
+    Shard* s = shard_by_id(id);
+    if (s == self || !s->bound.load(std::memory_order_relaxed)) continue;
+    shard_flush_outboxes(s);
+    give_to_pool(s);
+  }
+}
+
+}  // namespace
+
+Shard* shard_by_id(std::uint32_t id) { return g_shard_table[id]; }
+std::uint32_t shard_count() { return g_shard_count.load(std::memory_order_acquire); }
+std::uint32_t shards_pooled() { return g_pooled.load(std::memory_order_relaxed); }
+
+bool shard_thread_exited() { return t_exited; }
+
+void shard_install_hooks() {
+  if (g_hooks_ready.load(std::memory_order_acquire)) return;
+  LockGuard guard(g_hooks_lock);
+  if (g_hooks_ready.load(std::memory_order_relaxed)) return;
+  // Both may allocate (glibc's atfork list): the caller is already bound, so that is safe.
+  pthread_key_create(&g_exit_key, on_thread_exit);
+  pthread_atfork(prefork, postfork_parent, postfork_child);
+  g_hooks_ready.store(true, std::memory_order_release);
+}
+
+Shard* shard_bind() {
+  if (!ensure_init()) return nullptr;
+  Shard* s = take_pooled();
+  bool fresh = false;
+  if (!s) {
+    LockGuard guard(g_init_lock);
+    s = create_shard();
+    fresh = true;
+  }
+  if (!s) return nullptr;
+  s->bound.store(true, std::memory_order_relaxed);
+  t_shard = s;
+  if (fresh) shard_make_default_zones(s);
+  shard_install_hooks();
+  if (!t_exited) pthread_setspecific(g_exit_key, s);  // may calloc: we are bound by now
+  shard_drain_inbox(s);
+  return s;
+}
+
+void shard_release_current() {
+  ShardFront* f = t_shard;
+  if (is_sentinel(f)) return;
+  Shard* s = static_cast<Shard*>(f);
+  shard_flush_outboxes(s);
+  shard_drain_inbox(s);
+  t_shard = &g_sentinel_shard;
+  give_to_pool(s);
+}
+
+}  // namespace iso

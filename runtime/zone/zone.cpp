@@ -1,0 +1,200 @@
+#include "runtime/zone/zone.hpp"
+
+#include "runtime/platform.hpp"
+
+namespace iso {
+namespace {
+
+std::uint64_t g_secret = 0x6a09e667f3bcc908ull;
+
+std::uint64_t mix(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Canary value of a chunk: secret and address, so a value leaked from one chunk does not
+// forge another.
+std::uint64_t canary_value(std::uintptr_t chunk) { return mix(g_secret ^ chunk); }
+
+// The canary of each group of kCanaryGroupChunks sits at a secret offset in the group.
+std::uint32_t canary_index(const Zone& z, std::uint32_t group) {
+  std::uint64_t r = mix(g_secret ^ (std::uint64_t{z.id} << 32) ^ group);
+  return group * kCanaryGroupChunks + static_cast<std::uint32_t>(r % kCanaryGroupChunks);
+}
+
+std::uintptr_t chunk_addr(const Zone& z, std::uint32_t idx) {
+  return z.user_base + std::uintptr_t{idx} * z.chunk_bytes();
+}
+
+void write_canary(Zone& z, std::uint32_t idx) {
+  std::uintptr_t c = chunk_addr(z, idx);
+  std::uint64_t v = canary_value(c);
+  std::memcpy(reinterpret_cast<void*>(c), &v, sizeof v);
+  std::memcpy(reinterpret_cast<void*>(c + z.chunk_bytes() - sizeof v), &v, sizeof v);
+  set_chunk_state(z.bitmap, idx, kChunkCanary);
+}
+
+void mark_summary(Zone& z, std::uint32_t first_chunk, std::uint32_t end_chunk) {
+  for (std::uint32_t w = first_chunk / kChunksPerWord; w * kChunksPerWord < end_chunk; ++w)
+    z.summary[w >> 6] |= std::uint64_t{1} << (w & 63);
+}
+
+// Commits the next step of user pages; false when the zone is fully committed.
+bool zone_grow(Zone& z) {
+  std::size_t limit = std::size_t{z.chunk_count()} * z.chunk_bytes();
+  limit = (limit + kPageBytes - 1) & ~(kPageBytes - 1);
+  if (z.committed_bytes >= limit) return false;
+  std::size_t step = z.committed_bytes < kCommitFirstStepBytes ? kCommitFirstStepBytes
+                                                                : z.committed_bytes;
+  if (step > kCommitMaxStepBytes) step = kCommitMaxStepBytes;
+  // Big chunks: a step always holds at least one whole new chunk.
+  std::size_t need = std::size_t{z.committed_chunks + 1} * z.chunk_bytes();
+  if (z.committed_bytes + step < need) step = need - z.committed_bytes;
+  step = (step + kPageBytes - 1) & ~(kPageBytes - 1);
+  if (z.committed_bytes + step > limit) step = limit - z.committed_bytes;
+
+  void* at = reinterpret_cast<void*>(z.user_base + z.committed_bytes);
+  if (!os::commit(at, step, ISOSHARD_PRE_POPULATE_PAGES)) return false;
+  os::advise_user(at, step);
+  z.committed_bytes += step;
+
+  std::uint32_t first = z.committed_chunks;
+  std::uint32_t end = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
+  if (end > z.chunk_count()) end = z.chunk_count();
+  z.committed_chunks = end;
+#if ISOSHARD_CANARIES
+  for (std::uint32_t g = first / kCanaryGroupChunks; g * kCanaryGroupChunks < end; ++g) {
+    std::uint32_t c = canary_index(z, g);
+    if (c >= first && c < end) write_canary(z, c);
+  }
+#endif
+  mark_summary(z, first, end);
+  return true;
+}
+
+std::uint64_t next_random(Zone& z) {
+  std::uint64_t x = z.rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return z.rng = x;
+}
+
+// Moves free chunks found through the summary into the empty cache.
+void scan_into_cache(Zone& z) {
+  std::uint32_t words = z.bitmap_words();
+  std::uint32_t sum_words = (words + 63) / 64;
+  std::uint32_t start = static_cast<std::uint32_t>(next_random(z) % sum_words);
+  std::uint32_t last_word = z.committed_chunks / kChunksPerWord;
+  std::uint64_t last_mask = (std::uint64_t{1} << (2 * (z.committed_chunks % kChunksPerWord))) - 1;
+  for (std::uint32_t i = 0; i < sum_words && !z.cache.full(); ++i) {
+    std::uint32_t s = start + i < sum_words ? start + i : start + i - sum_words;
+    std::uint64_t bits = z.summary[s];
+    while (bits && !z.cache.full()) {
+      std::uint32_t w = s * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+      std::uint64_t free = free_chunks_mask(z.bitmap[w]);
+      if (w == last_word) free &= last_mask;
+      if (w > last_word) free = 0;
+      while (free && !z.cache.full()) {
+        z.cache.push(w * kChunksPerWord + static_cast<std::uint32_t>(__builtin_ctzll(free)) / 2);
+        free &= free - 1;
+      }
+      if (free) break;  // cache full; the word keeps its summary bit
+      z.summary[s] &= ~(std::uint64_t{1} << (w & 63));
+      bits &= bits - 1;
+    }
+  }
+}
+
+}  // namespace
+
+void zone_set_secret(std::uint64_t secret) { g_secret = secret; }
+
+std::size_t zone_bitmap_bytes(unsigned cls) {
+  // One spare word past the end so the neighbour check of the last chunk stays inside.
+  std::size_t words = (kClasses[cls].chunk_count + kChunksPerWord - 1) / kChunksPerWord + 1;
+  return (words * 8 + 63) & ~std::size_t{63};
+}
+
+void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls,
+               std::uint64_t* bitmap, const void* owner) {
+  std::memset(static_cast<void*>(&z), 0, offsetof(Zone, summary));
+  std::memset(z.summary, 0, sizeof z.summary);
+  z.kind = SlotKind::kZone;
+  z.cls = static_cast<std::uint8_t>(cls);
+  z.id = id;
+  z.user_base = slot_base + kPageBytes;
+  z.bitmap = bitmap;
+  z.owner = owner;
+  z.listed = true;
+  z.next_avail = kNoZone;
+  z.rng = mix(g_secret ^ id) | 1;
+  // Padding chunks past the end read as canaries: never free, never handed out.
+  std::uint32_t count = z.chunk_count();
+  std::size_t words = zone_bitmap_bytes(cls) / 8;
+  for (std::uint32_t i = count; i < words * kChunksPerWord; ++i)
+    set_chunk_state(bitmap, i, kChunkCanary);
+  os::advise_bitmap(bitmap, zone_bitmap_bytes(cls));
+}
+
+bool zone_refill(Zone& z) {
+  scan_into_cache(z);
+  while (z.cache.empty()) {
+    if (!zone_grow(z)) return false;
+    scan_into_cache(z);
+  }
+  return true;
+}
+
+void zone_release(Zone& z) {
+  if (z.committed_bytes == 0) return;
+  os::decommit(reinterpret_cast<void*>(z.user_base), z.committed_bytes);
+  std::uint32_t words = (z.committed_chunks + kChunksPerWord - 1) / kChunksPerWord;
+  for (std::uint32_t w = 0; w < words; ++w) z.bitmap[w] = 0;
+  // The last word may hold padding canaries past chunk_count: restore them.
+  for (std::uint32_t i = z.chunk_count(); i < words * kChunksPerWord; ++i)
+    set_chunk_state(z.bitmap, i, kChunkCanary);
+  std::memset(z.summary, 0, sizeof z.summary);
+  z.cache.count = 0;
+  z.committed_bytes = 0;
+  z.committed_chunks = 0;
+}
+
+void zone_check_canary(const Zone& z, std::uint32_t idx) {
+  if (idx >= z.committed_chunks) return;  // padding past the last chunk
+  std::uintptr_t c = chunk_addr(z, idx);
+  std::uint64_t head, tail, want = canary_value(c);
+  std::memcpy(&head, reinterpret_cast<void*>(c), sizeof head);
+  std::memcpy(&tail, reinterpret_cast<void*>(c + z.chunk_bytes() - sizeof tail), sizeof tail);
+  if (head != want || tail != want)
+    fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(c), z.id, z.chunk_bytes());
+}
+
+void zone_bad_free(const Zone& z, const void* p, std::uint64_t state) {
+  fatal(state == kChunkFreed ? Fault::kDoubleFree : Fault::kInvalidFree, p, z.id,
+        z.chunk_bytes());
+}
+
+std::uint32_t zone_verify(const Zone& z) {
+  std::uint32_t in_use = 0;
+  for (std::uint32_t i = 0; i < z.chunk_count(); ++i) {
+    std::uint64_t s = chunk_state(z.bitmap, i);
+    if (i >= z.committed_chunks && s != kChunkFresh)
+      fatal(Fault::kCorruptMetadata, reinterpret_cast<void*>(chunk_addr(z, i)), z.id,
+            z.chunk_bytes());
+    if (s == kChunkInUse) ++in_use;
+    if (s == kChunkCanary) zone_check_canary(z, i);
+  }
+  bool bad = in_use != z.used || z.committed_chunks > z.chunk_count() ||
+             z.cache.count > kFreelistCacheSlots;
+  for (std::uint32_t k = 0; !bad && k < z.cache.count; ++k) {
+    std::uint32_t idx = z.cache.slots[k];
+    bad = idx >= z.committed_chunks || (chunk_state(z.bitmap, idx) & 1u) != 0;
+    for (std::uint32_t j = 0; !bad && j < k; ++j) bad = z.cache.slots[j] == idx;
+  }
+  if (bad) fatal(Fault::kCorruptMetadata, reinterpret_cast<void*>(z.user_base), z.id, z.chunk_bytes());
+  return in_use;
+}
+
+}  // namespace iso

@@ -1,0 +1,122 @@
+// A zone: one 4 MiB slot of same-size chunks, with its metadata kept out of band.
+//
+// Invariants (checked by zone_verify):
+//   used            == number of chunks whose bitmap state is kChunkInUse
+//   cache entries   are distinct, below committed_chunks, and in a free state
+//   committed_chunks<= chunk_count; chunks at or past it are kChunkFresh, and bitmap
+//                      padding past chunk_count is kChunkCanary (never handed out)
+//   summary bit w   is set for every bitmap word w holding a free chunk that is not in
+//                      the cache (it may also be set for words that hold none)
+//   only the owner shard's thread writes a zone; other threads read the immutable
+//   fields (kind, cls, user_base, owner) to route a free home.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "runtime/config.hpp"
+#include "runtime/errors.hpp"
+#include "runtime/zone/bitmap.hpp"
+#include "runtime/zone/freelist_cache.hpp"
+#include "runtime/zone/size_class.hpp"
+
+namespace iso {
+
+enum class SlotKind : std::uint8_t { kUnused = 0, kZone, kBig, kBigTail };
+
+inline constexpr std::uint32_t kNoZone = ~std::uint32_t{0};
+inline constexpr std::uint32_t kMaxBitmapWords =
+    (kClasses[0].chunk_count + kChunksPerWord - 1) / kChunksPerWord;
+inline constexpr std::uint32_t kSummaryWords = (kMaxBitmapWords + 63) / 64;
+
+struct Zone {
+  // Set once when the slot is taken, read by any thread.
+  SlotKind kind;
+  std::uint8_t cls;
+  bool is_default;
+  // Owner-only state.
+  bool listed;                 // the owner's current zone or on its available list
+  std::uint32_t id;            // slot index
+  std::uintptr_t user_base;    // first chunk (big: the user pointer)
+  std::uint64_t* bitmap;
+  const void* owner;           // the shard whose thread may write this zone
+  std::uint32_t used;          // chunks in use
+  std::uint32_t committed_chunks;
+  std::size_t committed_bytes; // user bytes mapped read-write (big: the mapping's length)
+  std::uint32_t next_avail;    // next zone on the owner's available list
+  std::uint32_t big_slots;     // big: slots this allocation spans
+  std::uint64_t rng;           // xorshift state for the refill's random start
+  FreelistCache cache;
+  std::uint64_t summary[kSummaryWords];
+
+  std::uint32_t chunk_bytes() const { return kClasses[cls].chunk_bytes; }
+  std::uint32_t chunk_count() const { return kClasses[cls].chunk_count; }
+  std::uint32_t bitmap_words() const {
+    return (chunk_count() + kChunksPerWord - 1) / kChunksPerWord;
+  }
+};
+
+// --- slow paths (zone.cpp) ---------------------------------------------------------------
+void zone_set_secret(std::uint64_t secret);
+std::size_t zone_bitmap_bytes(unsigned cls);
+// Initialises a zone of class cls in slot `id`; bitmap points to zone_bitmap_bytes(cls) zeroed bytes.
+void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls,
+               std::uint64_t* bitmap, const void* owner);
+// Refills the empty cache from the bitmap, committing more pages when none is free.
+// Returns false when the zone is full.
+bool zone_refill(Zone& z);
+// Returns the zone's pages to the OS and forgets every chunk (zone must be empty).
+void zone_release(Zone& z);
+// Aborts on a broken invariant or canary; returns the number of chunks in use.
+std::uint32_t zone_verify(const Zone& z);
+ISO_COLD [[noreturn]] void zone_bad_free(const Zone& z, const void* p, std::uint64_t state);
+void zone_check_canary(const Zone& z, std::uint32_t idx);
+
+// --- hot paths ---------------------------------------------------------------------------
+
+// Pops a chunk from a non-empty cache. Zero: clear it unless it is fresh from the OS.
+template <bool Zero>
+ISO_ALWAYS_INLINE void* zone_pop(Zone& z) {
+  std::uint32_t idx = z.cache.pop();
+  std::uint64_t prev = set_chunk_state(z.bitmap, idx, kChunkInUse);
+  ++z.used;
+  void* p = reinterpret_cast<void*>(z.user_base + std::uintptr_t{idx} * z.chunk_bytes());
+  if constexpr (Zero) {
+    if (prev != kChunkFresh) std::memset(p, 0, z.chunk_bytes());
+  }
+  return p;
+}
+
+// Frees a chunk of this zone (the caller's thread owns it). Aborts on a pointer that is not
+// the start of a chunk in use.
+ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
+  std::uint64_t off = reinterpret_cast<std::uintptr_t>(p) - z.user_base;
+  std::uint32_t idx = chunk_index_of(off, z.cls);
+  if (ISO_UNLIKELY(off >= kZoneUserBytes ||
+                   std::uint64_t{idx} * z.chunk_bytes() != off)) {
+    zone_bad_free(z, p, kChunkFresh);
+  }
+  std::uint64_t prev = set_chunk_state(z.bitmap, idx, kChunkFreed);
+  if (ISO_UNLIKELY(prev != kChunkInUse)) {
+    set_chunk_state(z.bitmap, idx, prev);
+    zone_bad_free(z, p, prev);
+  }
+  --z.used;
+#if ISOSHARD_CANARIES
+  // An overflow out of this chunk (or into it) shows in a canary neighbour.
+  if (ISO_UNLIKELY(idx > 0 && chunk_state(z.bitmap, idx - 1) == kChunkCanary))
+    zone_check_canary(z, idx - 1);
+  if (ISO_UNLIKELY(chunk_state(z.bitmap, idx + 1) == kChunkCanary)) zone_check_canary(z, idx + 1);
+#endif
+#if ISOSHARD_SANITIZE_CHUNKS
+  std::memset(p, 0xde, z.chunk_bytes());
+#endif
+  if (ISO_LIKELY(!z.cache.full())) {
+    z.cache.push(idx);
+  } else {
+    std::uint32_t w = idx >> 5;
+    z.summary[w >> 6] |= std::uint64_t{1} << (w & 63);
+  }
+}
+
+}  // namespace iso
