@@ -1,5 +1,8 @@
 #include "runtime/platform.hpp"
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
@@ -25,7 +28,11 @@ void decommit(void* p, std::size_t bytes) {
   mmap(p, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
 }
 
-void discard(void* p, std::size_t bytes) { madvise(p, bytes, MADV_DONTNEED); }
+bool move_pages(std::uintptr_t src, std::uintptr_t dst, std::size_t bytes) {
+  void* r = mremap(reinterpret_cast<void*>(src), bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED,
+                   reinterpret_cast<void*>(dst));
+  return r != MAP_FAILED;
+}
 
 void advise_bitmap(void* p, std::size_t bytes) {
   madvise(p, bytes, MADV_WILLNEED);
@@ -51,6 +58,16 @@ std::uint64_t random_u64() {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
+}
+
+}  // namespace iso::os
+
+namespace iso::os {
+
+std::uint64_t now_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
 }  // namespace iso::os

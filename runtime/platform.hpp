@@ -12,12 +12,15 @@ void* reserve(std::size_t bytes);
 bool commit(void* p, std::size_t bytes, bool populate);
 // Returns the pages to the OS and makes the range inaccessible again.
 void decommit(void* p, std::size_t bytes);
-// Drops the pages' contents (they read as zero afterwards) but keeps the mapping.
-void discard(void* p, std::size_t bytes);
+// Moves the pages of [src, src+bytes) to dst (replacing what is there) without copying or
+// zeroing them; src is left unmapped.
+bool move_pages(std::uintptr_t src, std::uintptr_t dst, std::size_t bytes);
 void advise_bitmap(void* p, std::size_t bytes);
 void advise_user(void* p, std::size_t bytes);
 // mlock; failure (e.g. RLIMIT_MEMLOCK in a container) is tolerated by design.
 void try_lock(void* p, std::size_t bytes);
 std::uint64_t random_u64();
+// A coarse monotonic clock (vDSO, no syscall) for slow-path decisions.
+std::uint64_t now_ms();
 
 }  // namespace iso::os

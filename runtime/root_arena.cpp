@@ -6,6 +6,7 @@
 
 #include "runtime/big_alloc.hpp"
 #include "runtime/metadata_arena.hpp"
+#include "runtime/options.hpp"
 #include "runtime/platform.hpp"
 
 namespace iso {
@@ -39,6 +40,7 @@ bool root_init() {
   if (root_ready()) return true;
   LockGuard guard(g_lock);
   if (g_ready.load(std::memory_order_relaxed)) return true;
+  options_load();
   void* range = os::reserve(kReservedBytes);
   if (!range) return false;
   std::size_t zone_table = kSlotCount * sizeof(Zone);

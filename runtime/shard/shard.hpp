@@ -6,8 +6,11 @@
 //   a zone of this shard is listed (current, or on avail[c]) whenever it may hold a free
 //                  chunk; an unlisted zone is full, and the free that ends that joins it to
 //                  avail[c]
-//   spare[c]       is kNoZone or a zone kept committed while empty (hysteresis); any
-//                  other zone of class c that empties has its pages released
+//   donors         lists zones that were empty when listed (donor_listed set), newest
+//                  first; entries reused since are dropped when met. donor_bytes estimates
+//                  their committed bytes; an emptied non-current zone that would push it
+//                  past retain_bytes has its pages released instead, and donors older than
+//                  retain_ms are released by the next slow path (no background thread)
 //   only the bound thread touches anything here but the inbox, which any thread pushes to
 #pragma once
 #include <atomic>
@@ -33,7 +36,9 @@ struct Shard : ShardFront {
   std::atomic<bool> bound;                // a live thread uses it
   bool lock_metadata;                     // the main shard: default zones mlocked
   std::uint32_t avail[kClassCount];       // zones with free chunks besides current
-  std::uint32_t spare[kClassCount];
+  std::uint32_t donors;                   // head of the donor list (zone ids)
+  std::size_t donor_bytes;
+  std::uint64_t next_purge_ms;
   RemoteBatch* outbox[kOutboxCount];      // direct-mapped by destination id
   std::uint64_t remote_frees_sent;
   std::uint64_t remote_frees_received;
@@ -76,6 +81,8 @@ ISO_COLD void shard_free_slow(Zone* z, void* p);
 // Hands every chunk in the inbox back to its zone.
 void shard_drain_inbox(Shard* s);
 void shard_flush_outboxes(Shard* s);
+// Releases donor zones empty for longer than retain_ms (all of them when `all`).
+void shard_purge_donors(Shard* s, bool all);
 // Creates the shard's default zones (common sizes).
 void shard_make_default_zones(Shard* s);
 // Aborts on a broken invariant in any of the shard's zones; returns the chunks in use.

@@ -1,5 +1,6 @@
 // The shard's slow paths: refilling and switching zones, releasing empty zones, and routing
 // frees of chunks that belong to another shard.
+#include "runtime/options.hpp"
 #include "runtime/platform.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
@@ -10,6 +11,31 @@ namespace {
 // Common sizes get a zone as soon as the shard exists (the seed's "default zones").
 constexpr std::uint32_t kDefaultZoneBytes[] = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
 
+void drop_first_donor(Shard* s, Zone* d) {
+  s->donors = d->next_donor;
+  d->donor_listed = false;
+  d->next_donor = kNoZone;
+}
+
+// PageSupply::take: resident pages from the shard's empty zones, newest first.
+std::size_t take_from_donors(void* ctx, std::uintptr_t dst, std::size_t bytes) {
+  auto* s = static_cast<Shard*>(ctx);
+  std::size_t moved = 0;
+  while (moved < bytes && s->donors != kNoZone) {
+    Zone* d = &g_zones[s->donors];
+    std::size_t got = zone_donate_tail(*d, dst + moved, bytes - moved);
+    s->donor_bytes = got < s->donor_bytes ? s->donor_bytes - got : 0;
+    moved += got;
+    if (got == 0 || d->committed_bytes == 0) drop_first_donor(s, d);
+  }
+  return moved;
+}
+
+bool refill(Shard* s, Zone* z) {
+  PageSupply supply{take_from_donors, s};
+  return zone_refill(*z, &supply);
+}
+
 // A zone of class cls with a non-empty cache, now the shard's current zone; nullptr on OOM.
 Zone* switch_zone(Shard* s, unsigned cls) {
   Zone* old = s->current[cls];
@@ -18,14 +44,14 @@ Zone* switch_zone(Shard* s, unsigned cls) {
     Zone* z = &g_zones[s->avail[cls]];
     s->avail[cls] = z->next_avail;
     z->next_avail = kNoZone;
-    if (zone_refill(*z)) {
+    if (refill(s, z)) {
       s->current[cls] = z;
       return z;
     }
     z->listed = false;  // could not commit more pages: treat as full
   }
   Zone* z = root_new_zone(cls, s, false);
-  if (!z || !zone_refill(*z)) {
+  if (!z || !refill(s, z)) {
     s->current[cls] = &g_empty_zone;
     if (z) {  // keep it for later, when memory may be available again
       z->next_avail = s->avail[cls];
@@ -109,9 +135,10 @@ void* shard_alloc_slow(unsigned cls, bool zero) {
   }
   Shard* s = static_cast<Shard*>(f);
   if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
+  if (s->donors != kNoZone) shard_purge_donors(s, false);
   Zone* z = s->current[cls];
   if (z->cache.empty()) {
-    if (z == &g_empty_zone || !zone_refill(*z)) z = switch_zone(s, cls);
+    if (z == &g_empty_zone || !refill(s, z)) z = switch_zone(s, cls);
     if (!z) return nullptr;
   }
   return zero ? zone_pop<true>(*z) : zone_pop<false>(*z);
@@ -124,17 +151,21 @@ void shard_zone_event(Shard* s, Zone* z) {
     z->next_avail = s->avail[cls];
     s->avail[cls] = z->id;
   }
-  if (z->used != 0 || z == s->current[cls]) return;
-  // An empty zone besides the current one: keep one per class committed so a loop that
-  // frees everything and allocates again does not fault pages back in; release the rest.
-  std::uint32_t spare = s->spare[cls];
-  if (spare == kNoZone || spare == z->id || g_zones[spare].used != 0 ||
-      s->current[cls] == &g_zones[spare]) {
-    s->spare[cls] = z->id;
+  if (z->used != 0 || z->donor_listed) return;
+  // An empty zone keeps its pages, for its own class to reuse (a loop that frees all and
+  // allocates again faults nothing back in) or to donate to another class, up to the
+  // shard's retention budget. The current zone is always kept.
+  bool current = z == s->current[cls];
+  if (!current && s->donor_bytes + z->committed_bytes > g_options.retain_bytes) {
+    zone_release(*z);
+    ++s->zones_released;
     return;
   }
-  zone_release(*z);
-  ++s->zones_released;
+  z->donor_listed = true;
+  z->next_donor = s->donors;
+  s->donors = z->id;
+  s->donor_bytes += z->committed_bytes;
+  z->donor_since_ms = os::now_ms();
 }
 
 void shard_free_slow(Zone* z, void* p) {
@@ -181,6 +212,34 @@ void shard_drain_inbox(Shard* s) {
     s->remote_frees_received += b->count;
     batch_put(b);
   });
+}
+
+void shard_purge_donors(Shard* s, bool all) {
+  std::uint64_t now = os::now_ms();
+  if (!all && now < s->next_purge_ms) return;
+  s->next_purge_ms = now + g_options.retain_ms / 2 + 1;
+  // Rebuild the list: keep the young and empty, release the old, drop the reused.
+  std::uint32_t id = s->donors;
+  std::uint32_t* link = &s->donors;
+  s->donor_bytes = 0;
+  while (id != kNoZone) {
+    Zone* d = &g_zones[id];
+    id = d->next_donor;
+    bool empty = d->used == 0 && d->committed_bytes != 0;
+    if (empty && !all && now - d->donor_since_ms < g_options.retain_ms) {
+      s->donor_bytes += d->committed_bytes;
+      *link = d->id;
+      link = &d->next_donor;
+      continue;
+    }
+    if (empty) {
+      zone_release(*d);
+      ++s->zones_released;
+    }
+    d->donor_listed = false;
+    d->next_donor = kNoZone;
+  }
+  *link = kNoZone;
 }
 
 void shard_flush_outboxes(Shard* s) {

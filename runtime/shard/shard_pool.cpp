@@ -64,8 +64,8 @@ Shard* create_shard() {
   for (unsigned c = 0; c < kClassCount; ++c) {
     s->current[c] = &g_empty_zone;
     s->avail[c] = kNoZone;
-    s->spare[c] = kNoZone;
   }
+  s->donors = kNoZone;
   std::uint32_t id = g_shard_count.load(std::memory_order_relaxed);
   s->id = id;
   s->lock_metadata = id == 0;  // the first shard is the main thread's (library constructor)

@@ -40,8 +40,17 @@ void mark_summary(Zone& z, std::uint32_t first_chunk, std::uint32_t end_chunk) {
     z.summary[w >> 6] |= std::uint64_t{1} << (w & 63);
 }
 
+// Marks chunks [first, end) with state (words filled whole where possible).
+void fill_states(Zone& z, std::uint32_t first, std::uint32_t end, std::uint64_t state) {
+  std::uint32_t i = first;
+  for (; i < end && (i % kChunksPerWord) != 0; ++i) set_chunk_state(z.bitmap, i, state);
+  std::uint64_t word = state * kLowBits;  // the state repeated in every pair of bits
+  for (; i + kChunksPerWord <= end; i += kChunksPerWord) z.bitmap[i / kChunksPerWord] = word;
+  for (; i < end; ++i) set_chunk_state(z.bitmap, i, state);
+}
+
 // Commits the next step of user pages; false when the zone is fully committed.
-bool zone_grow(Zone& z) {
+bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t limit = std::size_t{z.chunk_count()} * z.chunk_bytes();
   limit = (limit + kPageBytes - 1) & ~(kPageBytes - 1);
   if (z.committed_bytes >= limit) return false;
@@ -54,15 +63,25 @@ bool zone_grow(Zone& z) {
   step = (step + kPageBytes - 1) & ~(kPageBytes - 1);
   if (z.committed_bytes + step > limit) step = limit - z.committed_bytes;
 
-  void* at = reinterpret_cast<void*>(z.user_base + z.committed_bytes);
-  if (!os::commit(at, step, ISOSHARD_PRE_POPULATE_PAGES)) return false;
-  os::advise_user(at, step);
+  std::uintptr_t at = z.user_base + z.committed_bytes;
+  std::size_t moved = supply ? supply->take(supply->ctx, at, step) : 0;
+  if (moved < step) {
+    void* rest = reinterpret_cast<void*>(at + moved);
+    if (!os::commit(rest, step - moved, ISOSHARD_PRE_POPULATE_PAGES)) {
+      if (moved == 0) return false;
+      step = moved;  // keep what was donated
+    } else {
+      os::advise_user(rest, step - moved);
+    }
+  }
   z.committed_bytes += step;
 
   std::uint32_t first = z.committed_chunks;
   std::uint32_t end = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
   if (end > z.chunk_count()) end = z.chunk_count();
   z.committed_chunks = end;
+  // Donated pages hold another class's old data: not fresh, so calloc clears them.
+  if (moved) fill_states(z, first, end, kChunkFreed);
 #if ISOSHARD_CANARIES
   for (std::uint32_t g = first / kCanaryGroupChunks; g * kCanaryGroupChunks < end; ++g) {
     std::uint32_t c = canary_index(z, g);
@@ -138,10 +157,10 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
   os::advise_bitmap(bitmap, zone_bitmap_bytes(cls));
 }
 
-bool zone_refill(Zone& z) {
+bool zone_refill(Zone& z, const PageSupply* supply) {
   scan_into_cache(z);
   while (z.cache.empty()) {
-    if (!zone_grow(z)) return false;
+    if (!zone_grow(z, supply)) return false;
     scan_into_cache(z);
   }
   return true;
@@ -159,6 +178,23 @@ void zone_release(Zone& z) {
   z.cache.count = 0;
   z.committed_bytes = 0;
   z.committed_chunks = 0;
+}
+
+std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes) {
+  if (z.used != 0 || z.committed_bytes == 0) return 0;
+  std::size_t n = max_bytes < z.committed_bytes ? max_bytes : z.committed_bytes;
+  std::uintptr_t src = z.user_base + z.committed_bytes - n;
+  if (!os::move_pages(src, dst, n)) return 0;
+  os::decommit(reinterpret_cast<void*>(src), n);  // keep the hole reserved and inaccessible
+  std::uint32_t old_chunks = z.committed_chunks;
+  z.committed_bytes -= n;
+  z.committed_chunks = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
+  // The zone is empty: what stays committed is all free; forget the rest.
+  fill_states(z, z.committed_chunks, old_chunks, kChunkFresh);
+  z.cache.count = 0;
+  std::memset(z.summary, 0, sizeof z.summary);
+  mark_summary(z, 0, z.committed_chunks);
+  return n;
 }
 
 void zone_check_canary(const Zone& z, std::uint32_t idx) {

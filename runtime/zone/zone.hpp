@@ -44,6 +44,9 @@ struct Zone {
   std::uint32_t committed_chunks;
   std::size_t committed_bytes; // user bytes mapped read-write (big: the mapping's length)
   std::uint32_t next_avail;    // next zone on the owner's available list
+  std::uint32_t next_donor;    // next zone on the owner's donor list
+  bool donor_listed;
+  std::uint64_t donor_since_ms;  // when it was listed as a donor
   std::uint32_t big_slots;     // big: slots this allocation spans
   std::uint64_t rng;           // xorshift state for the refill's random start
   FreelistCache cache;
@@ -56,6 +59,15 @@ struct Zone {
   }
 };
 
+// Where a growing zone gets resident pages before asking the kernel for fresh ones: the
+// owner's empty zones of other classes give theirs up (mremap), so memory moves between size
+// classes without being zeroed and faulted again, while the old addresses become PROT_NONE.
+struct PageSupply {
+  // Moves up to `bytes` (a page multiple) of resident pages to dst; returns bytes moved.
+  std::size_t (*take)(void* ctx, std::uintptr_t dst, std::size_t bytes);
+  void* ctx;
+};
+
 // --- slow paths (zone.cpp) ---------------------------------------------------------------
 void zone_set_secret(std::uint64_t secret);
 std::size_t zone_bitmap_bytes(unsigned cls);
@@ -64,7 +76,9 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
                std::uint64_t* bitmap, const void* owner);
 // Refills the empty cache from the bitmap, committing more pages when none is free.
 // Returns false when the zone is full.
-bool zone_refill(Zone& z);
+bool zone_refill(Zone& z, const PageSupply* supply = nullptr);
+// Moves up to max_bytes of an empty zone's committed pages, from its end, to dst.
+std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes);
 // Returns the zone's pages to the OS and forgets every chunk (zone must be empty).
 void zone_release(Zone& z);
 // Aborts on a broken invariant or canary; returns the number of chunks in use.

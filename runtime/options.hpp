@@ -1,0 +1,21 @@
+// Runtime settings: each one an ISOSHARD_* environment variable, read once at init without
+// allocating. The table in options.cpp is the one list of them.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace iso {
+
+struct Options {
+  // An empty zone keeps its pages this long (for reuse by any class) before a slow path
+  // returns them to the OS. ISOSHARD_RETAIN_MS.
+  std::uint32_t retain_ms = 250;
+  // At most this much of a shard's empty zones stays committed. ISOSHARD_RETAIN_MB.
+  std::size_t retain_bytes = std::size_t{512} << 20;
+};
+
+extern Options g_options;
+// Reads the environment; called by root_init before anything uses the options.
+void options_load();
+
+}  // namespace iso
