@@ -89,9 +89,16 @@ void give_to_pool(Shard* s) {
   if (!g_pool->bounded_push(s->id)) g_pool_overflow.push(s->id, ShardLink{});
 }
 
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer tears the thread's state down in its own last-round key destructor.
+inline constexpr unsigned kExitRounds = 1;
+#else
+inline constexpr unsigned kExitRounds = PTHREAD_DESTRUCTOR_ITERATIONS;
+#endif
+
 void on_thread_exit(void* value) {
   // Re-arm so that we run in the last round, after other keys' destructors that may free.
-  if (++t_exit_rounds < PTHREAD_DESTRUCTOR_ITERATIONS) {
+  if (++t_exit_rounds < kExitRounds) {
     pthread_setspecific(g_exit_key, value);
     return;
   }

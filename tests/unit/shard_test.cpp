@@ -1,0 +1,87 @@
+// Shards: binding, cross-thread frees through batches, reuse of released shards.
+#include "runtime/shard/shard.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "api/isoshard.h"
+#include "runtime/root_arena.hpp"
+
+namespace iso {
+namespace {
+
+TEST(Shard, AThreadBindsOnItsFirstAllocationAndOwnsWhatItAllocates) {
+  std::thread([] {
+    EXPECT_TRUE(is_sentinel(t_shard));
+    void* p = iso_alloc(100);
+    ASSERT_FALSE(is_sentinel(t_shard));
+    EXPECT_EQ(zone_of(p)->owner, t_shard);
+    iso_free(p);
+    EXPECT_EQ(iso_verify(), 0u);
+  }).join();
+}
+
+TEST(Shard, ExitedThreadsShardsAreReusedNotMultiplied) {
+  for (int i = 0; i < 50; ++i) std::thread([] { iso_free(iso_alloc(64)); }).join();
+  iso_stats before{};
+  iso_get_stats(&before);
+  for (int i = 0; i < 200; ++i) std::thread([] { iso_free(iso_alloc(64)); }).join();
+  iso_stats after{};
+  iso_get_stats(&after);
+  // One thread at a time: every new thread takes the pooled shard of the last.
+  EXPECT_EQ(after.shards, before.shards);
+}
+
+TEST(Shard, ChunksFreedByAnotherThreadGoHomeInBatches) {
+  constexpr int kChunks = 10000;
+  std::vector<void*> ptrs;
+  for (int i = 0; i < kChunks; ++i) {
+    ptrs.push_back(iso_alloc(16 + (i % 700)));
+    std::memset(ptrs.back(), i & 0xff, 16);
+  }
+  std::uint64_t in_use = iso_verify();
+  iso_stats before{};
+  iso_get_stats(&before);
+  std::thread([&] {
+    for (void* p : ptrs) iso_free(p);
+    iso_stats s{};
+    iso_get_stats(&s);
+    EXPECT_EQ(s.remote_frees_sent, std::uint64_t{kChunks});
+    iso_flush();  // send the partly filled batches too
+  }).join();
+  iso_flush();  // take them in
+  iso_stats after{};
+  iso_get_stats(&after);
+  EXPECT_EQ(after.remote_frees_received - before.remote_frees_received, std::uint64_t{kChunks});
+  EXPECT_EQ(iso_verify(), in_use - kChunks);
+}
+
+TEST(Shard, ManyThreadsFreeEachOthersChunks) {
+  constexpr int kThreads = 6, kPerThread = 20000;
+  std::vector<std::atomic<void*>> slots(kThreads * 64);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::uint64_t x = 88172645463325252ull + t;
+      for (int i = 0; i < kPerThread; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        std::size_t n = 16 + x % 2000;
+        auto* p = static_cast<unsigned char*>(iso_alloc(n));
+        p[0] = static_cast<unsigned char>(n);
+        void* old = slots[x % slots.size()].exchange(p);
+        if (old) iso_free(old);
+      }
+      iso_flush();
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (auto& s : slots) iso_free(s.exchange(nullptr));
+  iso_flush();
+  iso_verify();
+}
+
+}  // namespace
+}  // namespace iso
