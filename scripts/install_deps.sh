@@ -4,7 +4,7 @@
 set -euo pipefail
 missing=()
 for pkg in "$@"; do
-  dpkg -s "$pkg" 2>/dev/null | grep -q "^Status: install ok installed" || missing+=("$pkg")
+  dpkg -s "$pkg" 2>/dev/null | grep "^Status: install ok installed" >/dev/null || missing+=("$pkg")
 done
 ((${#missing[@]} == 0)) && exit 0
 sudo=()
