@@ -70,9 +70,12 @@ std::uint32_t shards_pooled();    // of those, released and waiting for a thread
 void shard_install_hooks();
 // True once this thread's shard was released at thread exit.
 bool shard_thread_exited();
+// Allocation for such a thread, from the shared orphan shard.
+ISO_COLD void* shard_alloc_exited(unsigned cls, bool zero);
 
 // --- shard_alloc.cpp: slow paths ---------------------------------------------------------
-// Allocation when the current zone's cache is empty (or the thread is unbound).
+// Allocation when the current zone's cache is empty (or the thread is unbound); nullptr
+// with errno ENOMEM when no memory can be had.
 ISO_COLD void* shard_alloc_slow(unsigned cls, bool zero);
 // A free made a zone unlisted-but-free or empty.
 ISO_COLD void shard_zone_event(Shard* s, Zone* z);

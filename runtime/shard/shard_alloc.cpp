@@ -1,5 +1,7 @@
 // The shard's slow paths: refilling and switching zones, releasing empty zones, and routing
 // frees of chunks that belong to another shard.
+#include <cerrno>
+
 #include "runtime/options.hpp"
 #include "runtime/platform.hpp"
 #include "runtime/root_arena.hpp"
@@ -20,10 +22,13 @@ void drop_first_donor(Shard* s, Zone* d) {
 // PageSupply::take: resident pages from the shard's empty zones, newest first.
 std::size_t take_from_donors(void* ctx, std::uintptr_t dst, std::size_t bytes) {
   auto* s = static_cast<Shard*>(ctx);
+  const Zone* taker = zone_of(reinterpret_cast<void*>(dst));
   std::size_t moved = 0;
   while (moved < bytes && s->donors != kNoZone) {
     Zone* d = &g_zones[s->donors];
-    std::size_t got = zone_donate_tail(*d, dst + moved, bytes - moved);
+    // An empty zone with less than a chunk committed can be growing and listed at once: it
+    // must not donate to itself.
+    std::size_t got = d == taker ? 0 : zone_donate_tail(*d, dst + moved, bytes - moved);
     s->donor_bytes = got < s->donor_bytes ? s->donor_bytes - got : 0;
     moved += got;
     if (got == 0 || d->committed_bytes == 0) drop_first_donor(s, d);
@@ -130,16 +135,26 @@ void shard_make_default_zones(Shard* s) {
 void* shard_alloc_slow(unsigned cls, bool zero) {
   ShardFront* f = t_shard;
   if (is_sentinel(f)) {
+    if (shard_thread_exited()) return shard_alloc_exited(cls, zero);
     f = shard_bind();
-    if (!f) return nullptr;
+    if (!f) {
+      errno = ENOMEM;
+      return nullptr;
+    }
   }
   Shard* s = static_cast<Shard*>(f);
+  // Slow paths are where pending work goes out and comes in: a thread that both frees
+  // others' chunks and allocates never holds them back for long.
+  shard_flush_outboxes(s);
   if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
   if (s->donors != kNoZone) shard_purge_donors(s, false);
   Zone* z = s->current[cls];
   if (z->cache.empty()) {
     if (z == &g_empty_zone || !refill(s, z)) z = switch_zone(s, cls);
-    if (!z) return nullptr;
+    if (!z) {
+      errno = ENOMEM;
+      return nullptr;
+    }
   }
   return zero ? zone_pop<true>(*z) : zone_pop<false>(*z);
 }

@@ -36,6 +36,10 @@ constinit std::atomic<std::uint32_t> g_pooled{0};
 constinit ShardStack* g_pool = nullptr;
 constinit IdStack<ShardLink> g_pool_overflow;
 constinit pthread_key_t g_exit_key = 0;
+// Serves threads past their exit release (later key destructors that allocate): binding them
+// would leave a shard that no destructor releases, so they share this one, under a lock.
+constinit SpinLock g_orphan_lock;
+constinit Shard* g_orphan = nullptr;
 
 thread_local constinit unsigned t_exit_rounds [[gnu::tls_model("initial-exec")]] = 0;
 // Set once the thread's shard is released at exit: later frees (other destructors) must
@@ -107,6 +111,7 @@ void on_thread_exit(void* value) {
 }
 
 void prefork() {
+  g_orphan_lock.lock();
   g_init_lock.lock();
   root_prefork();
 }
@@ -114,20 +119,45 @@ void prefork() {
 void postfork_parent() {
   root_postfork(false);
   g_init_lock.unlock();
+  g_orphan_lock.unlock();
 }
 
+// Only the forking thread survives fork. The other bound shards were snapshot wherever their
+// threads were, possibly mid-operation: rebuild each from its bitmaps before the pool hands
+// it to a thread of the child. Their outboxes are dropped (a batch being filled may be
+// half-written): those chunks stay allocated, a bounded leak rather than a corruption.
 void postfork_child() {
   root_postfork(true);
   g_init_lock.reset_in_child();
-  // Only the forking thread survives: every other bound shard goes back to the pool, with
-  // the chunks its thread had queued for other shards delivered.
+  g_orphan_lock.reset_in_child();
   ShardFront* self = t_shard;
   std::uint32_t n = shard_count();
+  auto vanished = [self](const Shard* s) {
+    return s != self && s != g_orphan && s->bound.load(std::memory_order_relaxed);
+  };
   for (std::uint32_t id = 0; id < n; ++id) {
     Shard* s = shard_by_id(id);
-    if (s == self || !s->bound.load(std::memory_order_relaxed)) continue;
-    shard_flush_outboxes(s);
-    give_to_pool(s);
+    if (!vanished(s)) continue;
+    for (unsigned c = 0; c < kClassCount; ++c) s->avail[c] = kNoZone;
+    for (RemoteBatch*& b : s->outbox) b = nullptr;
+    s->donors = kNoZone;
+    s->donor_bytes = 0;
+  }
+  std::uint32_t slots = root_stats().slots_used;
+  for (std::uint32_t slot = 0; slot < slots; ++slot) {
+    Zone& z = g_zones[slot];
+    if (z.kind != SlotKind::kZone || z.owner == nullptr) continue;
+    auto* s = static_cast<Shard*>(const_cast<void*>(z.owner));
+    if (!vanished(s)) continue;
+    zone_rebuild(z);
+    if (s->current[z.cls] != &z) {
+      z.next_avail = s->avail[z.cls];
+      s->avail[z.cls] = z.id;
+    }
+  }
+  for (std::uint32_t id = 0; id < n; ++id) {
+    Shard* s = shard_by_id(id);
+    if (vanished(s)) give_to_pool(s);
   }
 }
 
@@ -138,6 +168,20 @@ std::uint32_t shard_count() { return g_shard_count.load(std::memory_order_acquir
 std::uint32_t shards_pooled() { return g_pooled.load(std::memory_order_relaxed); }
 
 bool shard_thread_exited() { return t_exited; }
+
+void* shard_alloc_exited(unsigned cls, bool zero) {
+  LockGuard guard(g_orphan_lock);
+  if (!g_orphan) {
+    LockGuard init(g_init_lock);
+    g_orphan = create_shard();
+    if (!g_orphan) return nullptr;
+    g_orphan->bound.store(true, std::memory_order_relaxed);
+  }
+  t_shard = g_orphan;
+  void* p = shard_alloc_slow(cls, zero);
+  t_shard = &g_sentinel_shard;
+  return p;
+}
 
 void shard_install_hooks() {
   if (g_hooks_ready.load(std::memory_order_acquire)) return;

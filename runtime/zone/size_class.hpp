@@ -13,12 +13,27 @@ namespace iso {
 inline constexpr unsigned kClassCount = 40;
 inline constexpr std::size_t kMaxSmallBytes = 32768;
 
-// Class of a request of `bytes` (1..kMaxSmallBytes); bytes 0 is served as 16.
-ISO_ALWAYS_INLINE constexpr unsigned size_class_of(std::size_t bytes) {
+constexpr unsigned size_class_by_formula(std::size_t bytes) {
   std::size_t s = bytes ? bytes - 1 : 0;
   if (s < 128) return static_cast<unsigned>(s >> 4);
   unsigned e = 63u - static_cast<unsigned>(__builtin_clzll(s));  // 7..14
   return 8 + (e - 7) * 4 + static_cast<unsigned>((s >> (e - 2)) & 3);
+}
+
+// Requests up to 1 KiB (most of them) find their class with one table load.
+inline constexpr std::size_t kClassTableMaxBytes = 1024;
+constexpr std::array<std::uint8_t, kClassTableMaxBytes / 16 + 1> make_small_class_table() {
+  std::array<std::uint8_t, kClassTableMaxBytes / 16 + 1> t{};
+  for (std::size_t i = 0; i < t.size(); ++i)
+    t[i] = static_cast<std::uint8_t>(size_class_by_formula(i * 16));
+  return t;
+}
+inline constexpr auto kSmallClassTable = make_small_class_table();
+
+// Class of a request of `bytes` (0..kMaxSmallBytes); bytes 0 is served as 16.
+ISO_ALWAYS_INLINE constexpr unsigned size_class_of(std::size_t bytes) {
+  if (bytes <= kClassTableMaxBytes) return kSmallClassTable[(bytes + 15) >> 4];
+  return size_class_by_formula(bytes);
 }
 
 constexpr std::uint32_t class_bytes_of(unsigned cls) {

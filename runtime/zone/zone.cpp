@@ -142,6 +142,8 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
   std::memset(z.summary, 0, sizeof z.summary);
   z.kind = SlotKind::kZone;
   z.cls = static_cast<std::uint8_t>(cls);
+  z.chunk_size = kClasses[cls].chunk_bytes;
+  z.recip = kClasses[cls].recip;
   z.id = id;
   z.user_base = slot_base + kPageBytes;
   z.bitmap = bitmap;
@@ -168,7 +170,7 @@ bool zone_refill(Zone& z, const PageSupply* supply) {
 
 void zone_release(Zone& z) {
   if (z.committed_bytes == 0) return;
-  os::decommit(reinterpret_cast<void*>(z.user_base), z.committed_bytes);
+  std::size_t bytes = z.committed_bytes;
   std::uint32_t words = (z.committed_chunks + kChunksPerWord - 1) / kChunksPerWord;
   for (std::uint32_t w = 0; w < words; ++w) z.bitmap[w] = 0;
   // The last word may hold padding canaries past chunk_count: restore them.
@@ -178,14 +180,15 @@ void zone_release(Zone& z) {
   z.cache.count = 0;
   z.committed_bytes = 0;
   z.committed_chunks = 0;
+  // After the metadata, as in zone_donate_tail.
+  os::decommit(reinterpret_cast<void*>(z.user_base), bytes);
 }
 
+// Metadata first, syscalls after: a fork between the two then leaves the child a zone that
+// owns fewer pages than are mapped (a leak), never one that believes in unmapped pages.
 std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes) {
   if (z.used != 0 || z.committed_bytes == 0) return 0;
   std::size_t n = max_bytes < z.committed_bytes ? max_bytes : z.committed_bytes;
-  std::uintptr_t src = z.user_base + z.committed_bytes - n;
-  if (!os::move_pages(src, dst, n)) return 0;
-  os::decommit(reinterpret_cast<void*>(src), n);  // keep the hole reserved and inaccessible
   std::uint32_t old_chunks = z.committed_chunks;
   z.committed_bytes -= n;
   z.committed_chunks = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
@@ -194,7 +197,27 @@ std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes)
   z.cache.count = 0;
   std::memset(z.summary, 0, sizeof z.summary);
   mark_summary(z, 0, z.committed_chunks);
+  std::uintptr_t src = z.user_base + z.committed_bytes;
+  if (!os::move_pages(src, dst, n)) {
+    os::decommit(reinterpret_cast<void*>(src), n);
+    return 0;
+  }
+  os::decommit(reinterpret_cast<void*>(src), n);  // keep the hole reserved and inaccessible
   return n;
+}
+
+void zone_rebuild(Zone& z) {
+  // Each bitmap word was written whole, so the bitmap is the truth; everything else is not.
+  z.cache.count = 0;
+  z.used = 0;
+  for (std::uint32_t i = 0; i < z.committed_chunks; ++i)
+    z.used += chunk_state(z.bitmap, i) == kChunkInUse;
+  std::memset(z.summary, 0, sizeof z.summary);
+  mark_summary(z, 0, z.committed_chunks);
+  z.listed = true;
+  z.next_avail = kNoZone;
+  z.donor_listed = false;
+  z.next_donor = kNoZone;
 }
 
 void zone_check_canary(const Zone& z, std::uint32_t idx) {
