@@ -13,9 +13,9 @@ std::uint64_t mix(std::uint64_t z) {
   return z ^ (z >> 31);
 }
 
-// Canary value of a chunk: secret and address, so a value leaked from one chunk does not
-// forge another.
-std::uint64_t canary_value(std::uintptr_t chunk) { return mix(g_secret ^ chunk); }
+// Canary value of a chunk: the zone's secret and the address, so a value leaked from one
+// chunk does not forge another chunk's canary without also revealing the address.
+std::uint64_t canary_value(const Zone& z, std::uintptr_t chunk) { return z.canary_secret ^ chunk; }
 
 // The canary of each group of kCanaryGroupChunks sits at a secret offset in the group.
 std::uint32_t canary_index(const Zone& z, std::uint32_t group) {
@@ -29,7 +29,7 @@ std::uintptr_t chunk_addr(const Zone& z, std::uint32_t idx) {
 
 void write_canary(Zone& z, std::uint32_t idx) {
   std::uintptr_t c = chunk_addr(z, idx);
-  std::uint64_t v = canary_value(c);
+  std::uint64_t v = canary_value(z, c);
   std::memcpy(reinterpret_cast<void*>(c), &v, sizeof v);
   std::memcpy(reinterpret_cast<void*>(c + z.chunk_bytes() - sizeof v), &v, sizeof v);
   set_chunk_state(z.bitmap, idx, kChunkCanary);
@@ -151,6 +151,7 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
   z.listed = true;
   z.next_avail = kNoZone;
   z.rng = mix(g_secret ^ id) | 1;
+  z.canary_secret = mix(g_secret + 0x9e3779b97f4a7c15ull * (std::uint64_t{id} + 1));
   // Padding chunks past the end read as canaries: never free, never handed out.
   std::uint32_t count = z.chunk_count();
   std::size_t words = zone_bitmap_bytes(cls) / 8;
@@ -223,11 +224,14 @@ void zone_rebuild(Zone& z) {
 void zone_check_canary(const Zone& z, std::uint32_t idx) {
   if (idx >= z.committed_chunks) return;  // padding past the last chunk
   std::uintptr_t c = chunk_addr(z, idx);
-  std::uint64_t head, tail, want = canary_value(c);
+  std::uint64_t head, tail, want = canary_value(z, c);
   std::memcpy(&head, reinterpret_cast<void*>(c), sizeof head);
   std::memcpy(&tail, reinterpret_cast<void*>(c + z.chunk_bytes() - sizeof tail), sizeof tail);
-  if (head != want || tail != want)
-    fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(c), z.id, z.chunk_bytes());
+  if (head != want || tail != want) zone_canary_fault(z, idx);
+}
+
+void zone_canary_fault(const Zone& z, std::uint32_t idx) {
+  fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(chunk_addr(z, idx)), z.id, z.chunk_bytes());
 }
 
 void zone_bad_free(const Zone& z, const void* p, std::uint64_t state) {

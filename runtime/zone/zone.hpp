@@ -29,7 +29,8 @@ inline constexpr std::uint32_t kMaxBitmapWords =
     (kClasses[0].chunk_count + kChunksPerWord - 1) / kChunksPerWord;
 inline constexpr std::uint32_t kSummaryWords = (kMaxBitmapWords + 63) / 64;
 
-struct Zone {
+// 2 KiB apart in the zone table: the slot lookup scales by a shift, not a multiply.
+struct alignas(2048) Zone {
   // Set once when the slot is taken, read by any thread.
   SlotKind kind;
   std::uint8_t cls;
@@ -51,6 +52,7 @@ struct Zone {
   std::uint64_t donor_since_ms;  // when it was listed as a donor
   std::uint32_t big_slots;     // big: slots this allocation spans
   std::uint64_t rng;           // xorshift state for the refill's random start
+  std::uint64_t canary_secret; // a canary chunk holds canary_secret ^ its address at both ends
   FreelistCache cache;
   std::uint64_t summary[kSummaryWords];
 
@@ -89,7 +91,20 @@ void zone_rebuild(Zone& z);
 // Aborts on a broken invariant or canary; returns the number of chunks in use.
 std::uint32_t zone_verify(const Zone& z);
 ISO_COLD [[noreturn]] void zone_bad_free(const Zone& z, const void* p, std::uint64_t state);
+// Checks both ends of canary chunk idx.
 void zone_check_canary(const Zone& z, std::uint32_t idx);
+ISO_COLD [[noreturn]] void zone_canary_fault(const Zone& z, std::uint32_t idx);
+
+// The canary word of chunk idx that an overflow out of a neighbour would hit first: its
+// head when the neighbour is below, its tail when above. One load and an xor.
+ISO_ALWAYS_INLINE void zone_check_canary_word(const Zone& z, std::uint32_t idx, bool head) {
+  if (idx >= z.committed_chunks) return;  // padding past the last chunk
+  std::uintptr_t c = z.user_base + std::uintptr_t{idx} * z.chunk_bytes();
+  std::uintptr_t at = head ? c : c + z.chunk_bytes() - sizeof(std::uint64_t);
+  std::uint64_t v;
+  std::memcpy(&v, reinterpret_cast<const void*>(at), sizeof v);
+  if (ISO_UNLIKELY(v != (z.canary_secret ^ c))) zone_canary_fault(z, idx);
+}
 
 // --- hot paths ---------------------------------------------------------------------------
 
@@ -124,8 +139,9 @@ ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
 #if ISOSHARD_CANARIES
   // An overflow out of this chunk (or into it) shows in a canary neighbour.
   if (ISO_UNLIKELY(idx > 0 && chunk_state(z.bitmap, idx - 1) == kChunkCanary))
-    zone_check_canary(z, idx - 1);
-  if (ISO_UNLIKELY(chunk_state(z.bitmap, idx + 1) == kChunkCanary)) zone_check_canary(z, idx + 1);
+    zone_check_canary_word(z, idx - 1, false);
+  if (ISO_UNLIKELY(chunk_state(z.bitmap, idx + 1) == kChunkCanary))
+    zone_check_canary_word(z, idx + 1, true);
 #endif
 #if ISOSHARD_SANITIZE_CHUNKS
   std::memset(p, 0xde, z.chunk_bytes());
