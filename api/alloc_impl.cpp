@@ -20,6 +20,7 @@ std::size_t usable_size(const void* p) {
       std::uint64_t start = std::uint64_t{chunk_index_of(off, z->cls)} * z->chunk_bytes();
       if (start == off) return z->chunk_bytes();
     }
+    zone_bad_free(*z, p, kChunkFresh);
   } else if (z && z->kind == SlotKind::kBig && z->user_base == reinterpret_cast<std::uintptr_t>(p)) {
     return root_big_usable(*z);
   }

@@ -16,12 +16,7 @@ namespace iso::api {
 ISO_COLD void* big_or_fail(std::size_t bytes, std::size_t align, bool zero);
 
 ISO_ALWAYS_INLINE void* alloc(std::size_t bytes) {
-  if (ISO_LIKELY(bytes <= kMaxSmallBytes)) {
-    void* p = shard_malloc_small<false>(bytes);
-    if (ISO_LIKELY(p != nullptr)) return p;
-    errno = ENOMEM;
-    return nullptr;
-  }
+  if (ISO_LIKELY(bytes <= kMaxSmallBytes)) return shard_malloc_small<false>(bytes);
   return big_or_fail(bytes, kMinAlignBytes, false);
 }
 
@@ -31,12 +26,7 @@ ISO_ALWAYS_INLINE void* calloc(std::size_t n, std::size_t size) {
     errno = ENOMEM;
     return nullptr;
   }
-  if (ISO_LIKELY(bytes <= kMaxSmallBytes)) {
-    void* p = shard_malloc_small<true>(bytes);
-    if (ISO_LIKELY(p != nullptr)) return p;
-    errno = ENOMEM;
-    return nullptr;
-  }
+  if (ISO_LIKELY(bytes <= kMaxSmallBytes)) return shard_malloc_small<true>(bytes);
   return big_or_fail(bytes, kMinAlignBytes, true);
 }
 

@@ -52,6 +52,8 @@ inline constexpr unsigned kCanaryGroupChunks = 64;
 inline constexpr unsigned kRemoteBatchChunks = 62;
 // Bounded Boost.Lockfree inbox per shard; overflow goes to an intrusive list.
 inline constexpr unsigned kInboxSlots = 64;
+// The owner looks at its inbox at least this often (in its own frees), besides its slow paths.
+inline constexpr unsigned kFreesPerChores = 4096;
 // Outboxes a shard keeps open at once (direct-mapped by destination shard id).
 inline constexpr unsigned kOutboxCount = 4;
 

@@ -27,6 +27,7 @@ ISO_ALWAYS_INLINE void shard_free(void* p) {
   if (ISO_LIKELY(z != nullptr && z->owner == s)) {
     zone_free(*z, p);
     if (ISO_UNLIKELY(!z->listed || z->used == 0)) shard_zone_event(static_cast<Shard*>(s), z);
+    if (ISO_UNLIKELY(--s->frees_until_chores == 0)) shard_free_chores(static_cast<Shard*>(s));
     return;
   }
   shard_free_slow(z, p);

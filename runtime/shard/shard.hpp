@@ -28,6 +28,9 @@ namespace iso {
 // that never allocated needs no "initialised?" branch: its caches are empty.
 struct ShardFront {
   Zone* current[kClassCount];
+  // Local frees left before the next look at the inbox and the donors: a thread that only
+  // frees still takes its chunks back and returns idle pages.
+  std::uint32_t frees_until_chores;
 };
 
 struct Shard : ShardFront {
@@ -79,6 +82,8 @@ ISO_COLD void* shard_alloc_exited(unsigned cls, bool zero);
 ISO_COLD void* shard_alloc_slow(unsigned cls, bool zero);
 // A free made a zone unlisted-but-free or empty.
 ISO_COLD void shard_zone_event(Shard* s, Zone* z);
+// Every kFreesPerChores local frees: drain the inbox, release old donors.
+ISO_COLD void shard_free_chores(Shard* s);
 // A free that is not in the calling thread's own zone: remote, big, or invalid.
 ISO_COLD void shard_free_slow(Zone* z, void* p);
 // Hands every chunk in the inbox back to its zone.

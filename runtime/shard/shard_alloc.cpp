@@ -217,6 +217,12 @@ void shard_free_slow(Zone* z, void* p) {
   post_remote(s, static_cast<const Shard*>(z->owner), p);
 }
 
+void shard_free_chores(Shard* s) {
+  s->frees_until_chores = kFreesPerChores;
+  if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
+  if (s->donors != kNoZone) shard_purge_donors(s, false);
+}
+
 void shard_drain_inbox(Shard* s) {
   s->inbox.drain([s](RemoteBatch* b) {
     for (std::uint32_t i = 0; i < b->count; ++i) {

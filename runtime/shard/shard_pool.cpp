@@ -70,6 +70,7 @@ Shard* create_shard() {
     s->avail[c] = kNoZone;
   }
   s->donors = kNoZone;
+  s->frees_until_chores = kFreesPerChores;
   std::uint32_t id = g_shard_count.load(std::memory_order_relaxed);
   s->id = id;
   s->lock_metadata = id == 0;  // the first shard is the main thread's (library constructor)

@@ -230,6 +230,12 @@ void zone_check_canary(const Zone& z, std::uint32_t idx) {
   if (head != want || tail != want) zone_canary_fault(z, idx);
 }
 
+void zone_check_neighbours(const Zone& z, std::uint32_t idx) {
+  if (idx > 0 && chunk_state(z.bitmap, idx - 1) == kChunkCanary)
+    zone_check_canary_word(z, idx - 1, false);
+  if (chunk_state(z.bitmap, idx + 1) == kChunkCanary) zone_check_canary_word(z, idx + 1, true);
+}
+
 void zone_canary_fault(const Zone& z, std::uint32_t idx) {
   fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(chunk_addr(z, idx)), z.id, z.chunk_bytes());
 }

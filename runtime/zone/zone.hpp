@@ -94,6 +94,8 @@ ISO_COLD [[noreturn]] void zone_bad_free(const Zone& z, const void* p, std::uint
 // Checks both ends of canary chunk idx.
 void zone_check_canary(const Zone& z, std::uint32_t idx);
 ISO_COLD [[noreturn]] void zone_canary_fault(const Zone& z, std::uint32_t idx);
+// Checks the canary words next to chunk idx (its neighbours may sit in other bitmap words).
+[[gnu::noinline]] void zone_check_neighbours(const Zone& z, std::uint32_t idx);
 
 // The canary word of chunk idx that an overflow out of a neighbour would hit first: its
 // head when the neighbour is below, its tail when above. One load and an xor.
@@ -130,18 +132,21 @@ ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
                    std::uint64_t{idx} * z.chunk_bytes() != off)) {
     zone_bad_free(z, p, kChunkFresh);
   }
-  std::uint64_t prev = set_chunk_state(z.bitmap, idx, kChunkFreed);
-  if (ISO_UNLIKELY(prev != kChunkInUse)) {
-    set_chunk_state(z.bitmap, idx, prev);
-    zone_bad_free(z, p, prev);
-  }
+  // One load and one store of the bitmap word; the neighbours' states come from the same
+  // register (back-to-back frees in one word then do not wait on their own stores).
+  std::uint64_t* wp = &z.bitmap[idx >> 5];
+  std::uint64_t w = *wp;
+  unsigned sh = bitmap_shift(idx);
+  if (ISO_UNLIKELY(((w >> sh) & 3u) != kChunkInUse)) zone_bad_free(z, p, (w >> sh) & 3u);
+  w ^= std::uint64_t{3} << sh;  // in use (01) -> freed (10)
+  *wp = w;
   --z.used;
 #if ISOSHARD_CANARIES
   // An overflow out of this chunk (or into it) shows in a canary neighbour.
-  if (ISO_UNLIKELY(idx > 0 && chunk_state(z.bitmap, idx - 1) == kChunkCanary))
-    zone_check_canary_word(z, idx - 1, false);
-  if (ISO_UNLIKELY(chunk_state(z.bitmap, idx + 1) == kChunkCanary))
-    zone_check_canary_word(z, idx + 1, true);
+  std::uint64_t canaries = w & (w >> 1) & kLowBits;  // bit 2k: chunk k of the word is a canary
+  std::uint64_t me = std::uint64_t{1} << sh;
+  if (ISO_UNLIKELY((canaries & ((me << 2) | (me >> 2))) != 0 || ((idx + 1) & 31u) < 2))
+    zone_check_neighbours(z, idx);
 #endif
 #if ISOSHARD_SANITIZE_CHUNKS
   std::memset(p, 0xde, z.chunk_bytes());

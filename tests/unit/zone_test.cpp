@@ -8,15 +8,18 @@
 #include <vector>
 
 #include "runtime/root_arena.hpp"
+#include "runtime/shard/shard.hpp"
 
 namespace iso {
 namespace {
 
-const int kOwnerTag = 0;  // zones made here belong to no shard
+// Zones made here belong to a shard no thread is bound to (every zone's owner is a shard:
+// the fork handler walks them).
+Shard g_unbound_owner;
 
 Zone* make_zone(unsigned cls) {
   EXPECT_TRUE(root_init());
-  Zone* z = root_new_zone(cls, &kOwnerTag, false);
+  Zone* z = root_new_zone(cls, &g_unbound_owner, false);
   EXPECT_NE(z, nullptr);
   return z;
 }
