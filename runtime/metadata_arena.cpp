@@ -2,11 +2,14 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
+
 #include "runtime/config.hpp"
 
 namespace iso {
 
 bool MetadataArena::init(std::size_t bytes) {
+  int saved_errno = errno;  // a failed mapping is reported by the result alone
   std::size_t total = bytes + 2 * kPageBytes;
   void* r = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (r == MAP_FAILED) return false;
@@ -18,6 +21,7 @@ bool MetadataArena::init(std::size_t bytes) {
   }
   base_ = inner;
   size_ = bytes;
+  errno = saved_errno;
   return true;
 }
 

@@ -8,45 +8,79 @@
 #include <time.h>
 
 #include <atomic>
+#include <cerrno>
+
+#include "runtime/config.hpp"
 
 namespace iso::os {
+namespace {
+
+// malloc that succeeds, and free, must leave errno as they found it (POSIX.1-2024), even
+// when a syscall underneath fails harmlessly.
+class ErrnoKeeper {
+ public:
+  ErrnoKeeper() : saved_(errno) {}
+  ~ErrnoKeeper() { errno = saved_; }
+
+ private:
+  int saved_;
+};
+
+// madvise wants page-aligned ranges; metadata is packed tighter than that.
+void advise_pages(void* p, std::size_t bytes, int advice) {
+  auto start = reinterpret_cast<std::uintptr_t>(p) & ~(kPageBytes - 1);
+  auto end = (reinterpret_cast<std::uintptr_t>(p) + bytes + kPageBytes - 1) & ~(kPageBytes - 1);
+  madvise(reinterpret_cast<void*>(start), end - start, advice);
+}
+
+}  // namespace
 
 void* reserve(std::size_t bytes) {
+  ErrnoKeeper keep;
   void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
 }
 
 bool commit(void* p, std::size_t bytes, bool populate) {
+  ErrnoKeeper keep;
   int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
   if (populate) flags |= MAP_POPULATE;
   return mmap(p, bytes, PROT_READ | PROT_WRITE, flags, -1, 0) != MAP_FAILED;
 }
 
 void decommit(void* p, std::size_t bytes) {
+  ErrnoKeeper keep;
   // A fresh PROT_NONE mapping over the range frees the pages and turns any later touch
   // into a fault instead of silent reuse.
   mmap(p, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
 }
 
 bool move_pages(std::uintptr_t src, std::uintptr_t dst, std::size_t bytes) {
+  ErrnoKeeper keep;
   void* r = mremap(reinterpret_cast<void*>(src), bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED,
                    reinterpret_cast<void*>(dst));
   return r != MAP_FAILED;
 }
 
 void advise_bitmap(void* p, std::size_t bytes) {
-  madvise(p, bytes, MADV_WILLNEED);
-  madvise(p, bytes, MADV_SEQUENTIAL);
+  ErrnoKeeper keep;
+  advise_pages(p, bytes, MADV_WILLNEED);
+  advise_pages(p, bytes, MADV_SEQUENTIAL);
 }
 
 void advise_user(void* p, std::size_t bytes) {
-  madvise(p, bytes, MADV_WILLNEED);
-  madvise(p, bytes, MADV_RANDOM);
+  ErrnoKeeper keep;
+  advise_pages(p, bytes, MADV_WILLNEED);
+  advise_pages(p, bytes, MADV_RANDOM);
 }
 
-void try_lock(void* p, std::size_t bytes) { (void)mlock(p, bytes); }
+void try_lock(void* p, std::size_t bytes) {
+  ErrnoKeeper keep;
+  (void)mlock(p, bytes);
+}
 
 std::uint64_t random_u64() {
+  ErrnoKeeper keep;
   std::uint64_t v = 0;
   if (getrandom(&v, sizeof v, GRND_NONBLOCK) == sizeof v) return v;
   // No entropy yet (early boot): a clock- and address-seeded splitmix step still varies.

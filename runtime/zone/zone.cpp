@@ -80,8 +80,13 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   std::uint32_t end = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
   if (end > z.chunk_count()) end = z.chunk_count();
   z.committed_chunks = end;
-  // Donated pages hold another class's old data: not fresh, so calloc clears them.
-  if (moved) fill_states(z, first, end, kChunkFreed);
+  // Donated pages hold another class's old data: not fresh, so calloc clears them. So may
+  // the start of a chunk straddling the old end (left there when the zone donated its tail).
+  if (moved) {
+    fill_states(z, first, end, kChunkFreed);
+  } else if (first < end && std::size_t{first} * z.chunk_bytes() < z.committed_bytes - step) {
+    set_chunk_state(z.bitmap, first, kChunkFreed);
+  }
 #if ISOSHARD_CANARIES
   for (std::uint32_t g = first / kCanaryGroupChunks; g * kCanaryGroupChunks < end; ++g) {
     std::uint32_t c = canary_index(z, g);
