@@ -31,7 +31,14 @@ inline constexpr std::size_t kMinAlignBytes = 16;
 // (p - base) >> kZoneSlotShift, so free needs no hashing and no search.
 inline constexpr unsigned kZoneSlotShift = 22;
 inline constexpr std::size_t kZoneSlotBytes = std::size_t{1} << kZoneSlotShift;  // 4 MiB
-inline constexpr std::size_t kReservedBytes = std::size_t{1} << 40;               // 1 TiB
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer maps shadow memory for every mapping, reserved or not: with 1 TiB reserved,
+// root_init failed when two test processes ran at once. Reserve 64 times less under it.
+inline constexpr unsigned kReserveScaleShift = 6;
+#else
+inline constexpr unsigned kReserveScaleShift = 0;
+#endif
+inline constexpr std::size_t kReservedBytes = (std::size_t{1} << 40) >> kReserveScaleShift;  // 1 TiB
 inline constexpr std::size_t kSlotCount = kReservedBytes / kZoneSlotBytes;
 
 // A zone slot: [guard page][user pages ...][guard page].
@@ -62,8 +69,8 @@ inline constexpr std::size_t kBigCacheBytes = 64ull << 20;
 inline constexpr unsigned kBigCacheEntries = 8;
 
 // Metadata regions (reserved, committed as they grow).
-inline constexpr std::size_t kMaxShards = 1u << 20;
-inline constexpr std::size_t kBitmapArenaBytes = std::size_t{64} << 30;
-inline constexpr std::size_t kBatchArenaBytes = std::size_t{16} << 30;
+inline constexpr std::size_t kMaxShards = (1u << 20) >> kReserveScaleShift;
+inline constexpr std::size_t kBitmapArenaBytes = (std::size_t{64} << 30) >> kReserveScaleShift;
+inline constexpr std::size_t kBatchArenaBytes = (std::size_t{16} << 30) >> kReserveScaleShift;
 
 }  // namespace iso

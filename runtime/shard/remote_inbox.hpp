@@ -8,13 +8,14 @@
 
 #include "runtime/config.hpp"
 #include "runtime/shard/remote_batch.hpp"
+#include "runtime/shard/tsan_ignore.hpp"
 
 namespace iso {
 
 class RemoteInbox {
  public:
   void push(RemoteBatch* b) {
-    if (queue_.bounded_push(b->id)) return;
+    if (boost_lockfree_call([&] { return queue_.bounded_push(b->id); })) return;
     overflow_pushes_.fetch_add(1, std::memory_order_relaxed);
     std::uint32_t old = overflow_.load(std::memory_order_relaxed);
     do {
@@ -27,7 +28,7 @@ class RemoteInbox {
   template <class F>
   void drain(F&& f) {
     std::uint32_t id;
-    while (queue_.pop(id)) f(batch_by_id(id));
+    while (boost_lockfree_call([&] { return queue_.pop(id); })) f(batch_by_id(id));
     // Taking the whole list at once cannot suffer ABA.
     std::uint32_t top = overflow_.exchange(0, std::memory_order_acquire);
     while (top) {
@@ -38,7 +39,8 @@ class RemoteInbox {
   }
 
   bool maybe_nonempty() const {
-    return !queue_.empty() || overflow_.load(std::memory_order_relaxed) != 0;
+    return !boost_lockfree_call([&] { return queue_.empty(); }) ||
+           overflow_.load(std::memory_order_relaxed) != 0;
   }
   std::uint64_t overflow_pushes() const { return overflow_pushes_.load(std::memory_order_relaxed); }
 

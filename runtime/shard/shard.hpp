@@ -91,7 +91,7 @@ void shard_drain_inbox(Shard* s);
 void shard_flush_outboxes(Shard* s);
 // Releases donor zones empty for longer than retain_ms (all of them when `all`).
 void shard_purge_donors(Shard* s, bool all);
-// Creates the shard's default zones (common sizes).
+// Creates the shard's default zones (common sizes); the first shard's only.
 void shard_make_default_zones(Shard* s);
 // Aborts on a broken invariant in any of the shard's zones; returns the chunks in use.
 std::uint64_t shard_verify(Shard* s);

@@ -12,6 +12,7 @@
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/id_stack.hpp"
 #include "runtime/shard/shard.hpp"
+#include "runtime/shard/tsan_ignore.hpp"
 
 namespace iso {
 namespace {
@@ -81,7 +82,7 @@ Shard* create_shard() {
 
 Shard* take_pooled() {
   std::uint32_t id;
-  if (g_pool->pop(id) || g_pool_overflow.pop(id, ShardLink{})) {
+  if (boost_lockfree_call([&] { return g_pool->pop(id); }) || g_pool_overflow.pop(id, ShardLink{})) {
     g_pooled.fetch_sub(1, std::memory_order_relaxed);
     return shard_by_id(id);
   }
@@ -91,7 +92,8 @@ Shard* take_pooled() {
 void give_to_pool(Shard* s) {
   s->bound.store(false, std::memory_order_relaxed);
   g_pooled.fetch_add(1, std::memory_order_relaxed);
-  if (!g_pool->bounded_push(s->id)) g_pool_overflow.push(s->id, ShardLink{});
+  if (!boost_lockfree_call([&] { return g_pool->bounded_push(s->id); }))
+    g_pool_overflow.push(s->id, ShardLink{});
 }
 
 #if defined(__SANITIZE_THREAD__)
@@ -206,7 +208,11 @@ Shard* shard_bind() {
   if (!s) return nullptr;
   s->bound.store(true, std::memory_order_relaxed);
   t_shard = s;
-  if (fresh) shard_make_default_zones(s);
+  // The main thread's shard (the first, made in the library constructor) gets its default
+  // zones up front, their metadata mlocked, as in the seed. Every other shard makes a zone
+  // on the first allocation of each class: a thousand idle threads cost a thousand shards,
+  // not a thousand sets of zones.
+  if (fresh && s->lock_metadata) shard_make_default_zones(s);
   shard_install_hooks();
   if (!t_exited) pthread_setspecific(g_exit_key, s);  // may calloc: we are bound by now
   shard_drain_inbox(s);
