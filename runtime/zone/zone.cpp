@@ -54,8 +54,11 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t limit = std::size_t{z.chunk_count()} * z.chunk_bytes();
   limit = (limit + kPageBytes - 1) & ~(kPageBytes - 1);
   if (z.committed_bytes >= limit) return false;
+  // A small first step (most zones of a thread stay small), then a zone that keeps growing
+  // catches up fast: 16 KiB, 64 KiB, then doubling.
   std::size_t step = z.committed_bytes < kCommitFirstStepBytes ? kCommitFirstStepBytes
-                                                                : z.committed_bytes;
+                                                                : 3 * z.committed_bytes;
+  if (z.committed_bytes >= 4 * kCommitFirstStepBytes) step = z.committed_bytes;
   if (step > kCommitMaxStepBytes) step = kCommitMaxStepBytes;
   // Big chunks: a step always holds at least one whole new chunk.
   std::size_t need = std::size_t{z.committed_chunks + 1} * z.chunk_bytes();
@@ -67,7 +70,10 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t moved = supply ? supply->take(supply->ctx, at, step) : 0;
   if (moved < step) {
     void* rest = reinterpret_cast<void*>(at + moved);
-    if (!os::commit(rest, step - moved, ISOSHARD_PRE_POPULATE_PAGES)) {
+    // The first step is left to fault in: most zones of a thread hold a chunk or two, and
+    // prefaulting all their pages would cost RSS, not save faults.
+    bool populate = ISOSHARD_PRE_POPULATE_PAGES && z.committed_bytes >= kCommitFirstStepBytes;
+    if (!os::commit(rest, step - moved, populate)) {
       if (moved == 0) return false;
       step = moved;  // keep what was donated
     } else {
@@ -192,9 +198,13 @@ void zone_release(Zone& z) {
 
 // Metadata first, syscalls after: a fork between the two then leaves the child a zone that
 // owns fewer pages than are mapped (a leak), never one that believes in unmapped pages.
+// An empty zone keeps its first step: small zones that empty and refill all the time (a
+// thread's few chunks of each class) then never trade pages back and forth, each trade being
+// an mremap with its TLB shootdown.
 std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes) {
-  if (z.used != 0 || z.committed_bytes == 0) return 0;
-  std::size_t n = max_bytes < z.committed_bytes ? max_bytes : z.committed_bytes;
+  if (z.used != 0 || z.committed_bytes <= kCommitFirstStepBytes) return 0;
+  std::size_t spare = z.committed_bytes - kCommitFirstStepBytes;
+  std::size_t n = max_bytes < spare ? max_bytes : spare;
   std::uint32_t old_chunks = z.committed_chunks;
   z.committed_bytes -= n;
   z.committed_chunks = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
