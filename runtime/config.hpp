@@ -47,7 +47,7 @@ inline constexpr std::size_t kZoneUserBytes = kZoneSlotBytes - 2 * kPageBytes;
 // Zone pages are committed in growing steps so RSS follows use, yet each step is one
 // prefaulted mapping (few page faults).
 inline constexpr std::size_t kCommitFirstStepBytes = 16 * 1024;
-inline constexpr std::size_t kCommitMaxStepBytes = 1024 * 1024;
+inline constexpr std::size_t kCommitMaxStepBytes = 4096 * 1024;
 
 // The freelist cache: free chunk indices popped first on the hot path.
 inline constexpr unsigned kFreelistCacheSlots = 64;

@@ -70,9 +70,9 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t moved = supply ? supply->take(supply->ctx, at, step) : 0;
   if (moved < step) {
     void* rest = reinterpret_cast<void*>(at + moved);
-    // The first step is left to fault in: most zones of a thread hold a chunk or two, and
+    // The first 64 KiB are left to fault in: most zones of a thread hold a few chunks, and
     // prefaulting all their pages would cost RSS, not save faults.
-    bool populate = ISOSHARD_PRE_POPULATE_PAGES && z.committed_bytes >= kCommitFirstStepBytes;
+    bool populate = ISOSHARD_PRE_POPULATE_PAGES && z.committed_bytes >= 4 * kCommitFirstStepBytes;
     if (!os::commit(rest, step - moved, populate)) {
       if (moved == 0) return false;
       step = moved;  // keep what was donated
