@@ -26,7 +26,9 @@ ISO_ALWAYS_INLINE void shard_free(void* p) {
   // Big and unused slots have no owner, so they never pass this test.
   if (ISO_LIKELY(z != nullptr && z->owner == s)) {
     zone_free(*z, p);
-    if (ISO_UNLIKELY(!z->listed || z->used == 0)) shard_zone_event(static_cast<Shard*>(s), z);
+    // Full zone with room again, or a newly empty zone to offer as a donor.
+    if (ISO_UNLIKELY(!z->listed) || ISO_UNLIKELY(z->used == 0 && !z->donor_listed))
+      shard_zone_event(static_cast<Shard*>(s), z);
     if (ISO_UNLIKELY(--s->frees_until_chores == 0)) shard_free_chores(static_cast<Shard*>(s));
     return;
   }

@@ -145,8 +145,10 @@ ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
   // An overflow out of this chunk (or into it) shows in a canary neighbour.
   std::uint64_t canaries = w & (w >> 1) & kLowBits;  // bit 2k: chunk k of the word is a canary
   std::uint64_t me = std::uint64_t{1} << sh;
-  if (ISO_UNLIKELY((canaries & ((me << 2) | (me >> 2))) != 0 || ((idx + 1) & 31u) < 2))
-    zone_check_neighbours(z, idx);
+  if (ISO_UNLIKELY((canaries & (me << 2)) != 0)) zone_check_canary_word(z, idx + 1, true);
+  if (ISO_UNLIKELY((canaries & (me >> 2)) != 0)) zone_check_canary_word(z, idx - 1, false);
+  // First or last chunk of its word: the neighbour across the boundary is in the next word.
+  if (ISO_UNLIKELY(((idx + 1) & 31u) < 2)) zone_check_neighbours(z, idx);
 #endif
 #if ISOSHARD_SANITIZE_CHUNKS
   std::memset(p, 0xde, z.chunk_bytes());
