@@ -82,7 +82,7 @@ void root_give_slots(std::uint32_t first, std::uint32_t count) {
   if (g_free_run_count < kMaxFreeRuns) g_free_runs[g_free_run_count++] = SlotRun{first, count};
 }
 
-Zone* root_new_zone(unsigned cls, const void* owner, bool is_default) {
+Zone* root_new_zone(unsigned cls, const void* owner) {
   LockGuard guard(g_lock);
   std::uint32_t slot = root_take_slots(1);
   if (slot == kNoZone) return nullptr;
@@ -94,7 +94,6 @@ Zone* root_new_zone(unsigned cls, const void* owner, bool is_default) {
   }
   Zone& z = g_zones[slot];
   zone_init(z, slot, slot_base(slot), cls, bitmap, owner);
-  z.is_default = is_default;
   ++g_zone_count;
   return &z;
 }

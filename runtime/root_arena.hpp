@@ -31,7 +31,7 @@ ISO_ALWAYS_INLINE std::uintptr_t slot_base(std::uint32_t slot) {
 bool root_init();
 bool root_ready();
 // A new zone of class cls owned by `owner` (a shard); nullptr when out of address space.
-Zone* root_new_zone(unsigned cls, const void* owner, bool is_default);
+Zone* root_new_zone(unsigned cls, const void* owner);
 
 // Big allocations (above kMaxSmallBytes): their own pages between guard pages.
 void* root_big_alloc(std::size_t bytes, std::size_t align, bool zero);

@@ -55,7 +55,7 @@ Zone* switch_zone(Shard* s, unsigned cls) {
     }
     z->listed = false;  // could not commit more pages: treat as full
   }
-  Zone* z = root_new_zone(cls, s, false);
+  Zone* z = root_new_zone(cls, s);
   if (!z || !refill(s, z)) {
     s->current[cls] = &g_empty_zone;
     if (z) {  // keep it for later, when memory may be available again
@@ -119,7 +119,7 @@ thread_local constinit ShardFront* t_shard = &g_sentinel_shard;
 void shard_make_default_zones(Shard* s) {
   for (std::uint32_t bytes : kDefaultZoneBytes) {
     unsigned cls = size_class_of(bytes);
-    Zone* z = root_new_zone(cls, s, true);
+    Zone* z = root_new_zone(cls, s);
     if (!z) return;
     s->current[cls] = z;
 #if ISOSHARD_MLOCK_METADATA

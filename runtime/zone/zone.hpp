@@ -34,7 +34,6 @@ struct alignas(2048) Zone {
   // Set once when the slot is taken, read by any thread.
   SlotKind kind;
   std::uint8_t cls;
-  bool is_default;
   // Owner-only state.
   bool listed;                 // the owner's current zone or on its available list
   std::uint32_t id;            // slot index

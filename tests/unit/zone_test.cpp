@@ -19,7 +19,7 @@ Shard g_unbound_owner;
 
 Zone* make_zone(unsigned cls) {
   EXPECT_TRUE(root_init());
-  Zone* z = root_new_zone(cls, &g_unbound_owner, false);
+  Zone* z = root_new_zone(cls, &g_unbound_owner);
   EXPECT_NE(z, nullptr);
   return z;
 }
