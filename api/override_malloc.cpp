@@ -13,6 +13,7 @@ namespace {
 bool valid_alignment(std::size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 
 void* memalign_impl(std::size_t alignment, std::size_t size) {
+  if (alignment <= kMinAlignBytes) return api::alloc(size);  // 0 included, as in glibc
   // glibc rounds an alignment that is not a power of two up to one; so do we.
   if (!valid_alignment(alignment)) {
     if (alignment > (std::size_t{1} << 62)) {

@@ -49,6 +49,11 @@ inline constexpr std::size_t kZoneUserBytes = kZoneSlotBytes - 2 * kPageBytes;
 inline constexpr std::size_t kCommitFirstStepBytes = 16 * 1024;
 inline constexpr std::size_t kCommitMaxStepBytes = 4096 * 1024;
 
+// Page donation between zones (see zone.hpp PageSupply): smallest run worth a mapping, and
+// how many donors a grow step looks at.
+inline constexpr std::size_t kMinDonationBytes = 64 * 1024;
+inline constexpr unsigned kMaxDonorsLooked = 16;
+
 // The freelist cache: free chunk indices popped first on the hot path.
 inline constexpr unsigned kFreelistCacheSlots = 64;
 

@@ -1,5 +1,6 @@
 #include "runtime/options.hpp"
 
+#include <cerrno>
 #include <cstdlib>
 
 namespace iso {
@@ -8,23 +9,27 @@ constinit Options g_options{};
 
 namespace {
 
-// strtoul does not allocate; a malformed value keeps the default.
-bool read_number(const char* name, unsigned long& out) {
+// strtoul does not allocate; a malformed or out-of-range value keeps the default, and
+// errno is left as it was (this runs inside the first malloc).
+bool read_number(const char* name, unsigned long max, unsigned long& out) {
   const char* v = getenv(name);
   if (!v || !*v) return false;
+  int saved = errno;
+  errno = 0;
   char* end = nullptr;
   unsigned long n = strtoul(v, &end, 10);
-  if (*end != '\0') return false;
-  out = n;
-  return true;
+  bool ok = errno == 0 && *end == '\0' && n <= max;
+  errno = saved;
+  if (ok) out = n;
+  return ok;
 }
 
 }  // namespace
 
 void options_load() {
   unsigned long n;
-  if (read_number("ISOSHARD_RETAIN_MS", n)) g_options.retain_ms = static_cast<std::uint32_t>(n);
-  if (read_number("ISOSHARD_RETAIN_MB", n)) g_options.retain_bytes = std::size_t{n} << 20;
+  if (read_number("ISOSHARD_RETAIN_MS", 86400000, n)) g_options.retain_ms = static_cast<std::uint32_t>(n);
+  if (read_number("ISOSHARD_RETAIN_MB", 1ul << 30, n)) g_options.retain_bytes = std::size_t{n} << 20;
 }
 
 }  // namespace iso

@@ -57,9 +57,14 @@ void decommit(void* p, std::size_t bytes) {
 
 bool move_pages(std::uintptr_t src, std::uintptr_t dst, std::size_t bytes) {
   ErrnoKeeper keep;
-  void* r = mremap(reinterpret_cast<void*>(src), bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED,
-                   reinterpret_cast<void*>(dst));
-  return r != MAP_FAILED;
+  auto* from = reinterpret_cast<void*>(src);
+  auto* to = reinterpret_cast<void*>(dst);
+  void* r = mremap(from, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, to);
+  if (r == MAP_FAILED && errno == EINVAL)  // kernels before 5.7
+    r = mremap(from, bytes, bytes, MREMAP_MAYMOVE | MREMAP_FIXED, to);
+  if (r != MAP_FAILED) return true;
+  mmap(to, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  return false;
 }
 
 void advise_bitmap(void* p, std::size_t bytes) {
@@ -77,6 +82,19 @@ void advise_user(void* p, std::size_t bytes) {
 void try_lock(void* p, std::size_t bytes) {
   ErrnoKeeper keep;
   (void)mlock(p, bytes);
+}
+
+bool moves_span_mappings() {
+  ErrnoKeeper keep;
+  // Two adjacent one-page mappings that cannot merge (different advice), moved as one.
+  auto* area = static_cast<char*>(reserve(4 * kPageBytes));
+  if (!area) return false;
+  bool ok = commit(area, kPageBytes, false) && commit(area + kPageBytes, kPageBytes, false) &&
+            madvise(area + kPageBytes, kPageBytes, MADV_RANDOM) == 0 &&
+            mremap(area, 2 * kPageBytes, 2 * kPageBytes, MREMAP_MAYMOVE | MREMAP_FIXED,
+                   area + 2 * kPageBytes) != MAP_FAILED;
+  munmap(area, 4 * kPageBytes);
+  return ok;
 }
 
 std::uint64_t random_u64() {

@@ -12,14 +12,18 @@ void* reserve(std::size_t bytes);
 bool commit(void* p, std::size_t bytes, bool populate);
 // Returns the pages to the OS and makes the range inaccessible again.
 void decommit(void* p, std::size_t bytes);
-// Moves the pages of [src, src+bytes) to dst (replacing what is there) without copying or
-// zeroing them; src is left unmapped.
+// Moves the pages of [src, src+bytes) (inside one mapping) to dst, replacing what is there,
+// without copying or zeroing them. src stays mapped, empty, where the kernel can
+// (MREMAP_DONTUNMAP): the caller then replaces it, so no hole opens for another thread's
+// mmap to land in. On failure dst is reserved again at once.
 bool move_pages(std::uintptr_t src, std::uintptr_t dst, std::size_t bytes);
 void advise_bitmap(void* p, std::size_t bytes);
 void advise_user(void* p, std::size_t bytes);
 // mlock; failure (e.g. RLIMIT_MEMLOCK in a container) is tolerated by design.
 void try_lock(void* p, std::size_t bytes);
 std::uint64_t random_u64();
+// Probes once whether mremap can move a range that spans two mappings.
+bool moves_span_mappings();
 // A coarse monotonic clock (vDSO, no syscall) for slow-path decisions.
 std::uint64_t now_ms();
 

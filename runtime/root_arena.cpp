@@ -50,6 +50,7 @@ bool root_init() {
   g_zones = static_cast<Zone*>(g_tables.alloc(zone_table, kPageBytes));
   g_free_runs = static_cast<SlotRun*>(g_tables.alloc(runs_table, kPageBytes));
   zone_set_secret(os::random_u64());
+  zone_set_moves_span_mappings(os::moves_span_mappings());
   g_base = reinterpret_cast<std::uintptr_t>(range);
   g_ready.store(true, std::memory_order_release);
   return true;

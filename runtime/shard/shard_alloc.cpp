@@ -1,5 +1,6 @@
 // The shard's slow paths: refilling and switching zones, releasing empty zones, and routing
 // frees of chunks that belong to another shard.
+#include <algorithm>
 #include <cerrno>
 
 #include "runtime/options.hpp"
@@ -13,27 +14,31 @@ namespace {
 // Common sizes get a zone as soon as the shard exists (the seed's "default zones").
 constexpr std::uint32_t kDefaultZoneBytes[] = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
 
-void drop_first_donor(Shard* s, Zone* d) {
-  s->donors = d->next_donor;
-  d->donor_listed = false;
-  d->next_donor = kNoZone;
-}
-
-// PageSupply::take: resident pages from the shard's empty zones, newest first.
+// PageSupply::take: one run of resident pages from the shard's empty zones, newest first.
+// Runs much smaller than asked for are passed over (left to the time-based purge): each run
+// becomes a separate mapping in the taker, and a zone of many small pieces stops donating.
 std::size_t take_from_donors(void* ctx, std::uintptr_t dst, std::size_t bytes) {
   auto* s = static_cast<Shard*>(ctx);
   const Zone* taker = zone_of(reinterpret_cast<void*>(dst));
-  std::size_t moved = 0;
-  while (moved < bytes && s->donors != kNoZone) {
-    Zone* d = &g_zones[s->donors];
-    // An empty zone with less than a chunk committed can be growing and listed at once: it
-    // must not donate to itself.
-    std::size_t got = d == taker ? 0 : zone_donate_tail(*d, dst + moved, bytes - moved);
-    s->donor_bytes = got < s->donor_bytes ? s->donor_bytes - got : 0;
-    moved += got;
-    if (got == 0 || d->committed_bytes == 0) drop_first_donor(s, d);
+  std::size_t worth = bytes < kMinDonationBytes ? bytes : kMinDonationBytes;
+  std::uint32_t* link = &s->donors;
+  for (unsigned looked = 0; *link != kNoZone && looked < kMaxDonorsLooked; ++looked) {
+    Zone* d = &g_zones[*link];
+    std::size_t can = d == taker ? 0 : zone_donatable_bytes(*d);
+    if (can == 0) {  // reused, or down to its floor: off the list
+      *link = d->next_donor;
+      d->donor_listed = false;
+      d->next_donor = kNoZone;
+      continue;
+    }
+    if (can >= worth) {
+      std::size_t got = zone_donate_tail(*d, dst, bytes);
+      s->donor_bytes = got < s->donor_bytes ? s->donor_bytes - got : 0;
+      return got;
+    }
+    link = &d->next_donor;
   }
-  return moved;
+  return 0;
 }
 
 bool refill(Shard* s, Zone* z) {
@@ -261,6 +266,11 @@ void shard_purge_donors(Shard* s, bool all) {
     d->next_donor = kNoZone;
   }
   *link = kNoZone;
+}
+
+void shard_trim_for_pool(Shard* s) {
+  for (std::uint32_t id = s->donors; id != kNoZone; id = g_zones[id].next_donor)
+    s->donor_bytes -= std::min(s->donor_bytes, zone_trim(g_zones[id]));
 }
 
 void shard_flush_outboxes(Shard* s) {

@@ -4,6 +4,8 @@
 // churn costs no memory growth. Shard storage grows lazily from a reserved arena.
 #include <pthread.h>
 
+#include <cerrno>
+
 #include <boost/lockfree/stack.hpp>
 #include <new>
 
@@ -42,7 +44,6 @@ constinit pthread_key_t g_exit_key = 0;
 constinit SpinLock g_orphan_lock;
 constinit Shard* g_orphan = nullptr;
 
-thread_local constinit unsigned t_exit_rounds [[gnu::tls_model("initial-exec")]] = 0;
 // Set once the thread's shard is released at exit: later frees (other destructors) must
 // not bind a shard that nothing would release again.
 thread_local constinit bool t_exited [[gnu::tls_model("initial-exec")]] = false;
@@ -96,19 +97,10 @@ void give_to_pool(Shard* s) {
     g_pool_overflow.push(s->id, ShardLink{});
 }
 
-#if defined(__SANITIZE_THREAD__)
-// ThreadSanitizer tears the thread's state down in its own last-round key destructor.
-inline constexpr unsigned kExitRounds = 1;
-#else
-inline constexpr unsigned kExitRounds = PTHREAD_DESTRUCTOR_ITERATIONS;
-#endif
-
-void on_thread_exit(void* value) {
-  // Re-arm so that we run in the last round, after other keys' destructors that may free.
-  if (++t_exit_rounds < kExitRounds) {
-    pthread_setspecific(g_exit_key, value);
-    return;
-  }
+// Runs in the first destructor round. Other keys' destructors may still free or allocate
+// after it: their frees go home one batch each, their allocations use the orphan shard, so
+// nothing binds a shard that no destructor would release.
+void on_thread_exit(void*) {
   shard_release_current();
   t_exited = true;
 }
@@ -177,7 +169,10 @@ void* shard_alloc_exited(unsigned cls, bool zero) {
   if (!g_orphan) {
     LockGuard init(g_init_lock);
     g_orphan = create_shard();
-    if (!g_orphan) return nullptr;
+    if (!g_orphan) {
+      errno = ENOMEM;
+      return nullptr;
+    }
     g_orphan->bound.store(true, std::memory_order_relaxed);
   }
   t_shard = g_orphan;
@@ -225,6 +220,7 @@ void shard_release_current() {
   Shard* s = static_cast<Shard*>(f);
   shard_flush_outboxes(s);
   shard_drain_inbox(s);
+  shard_trim_for_pool(s);
   t_shard = &g_sentinel_shard;
   give_to_pool(s);
 }

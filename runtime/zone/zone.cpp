@@ -6,6 +6,8 @@ namespace iso {
 namespace {
 
 std::uint64_t g_secret = 0x6a09e667f3bcc908ull;
+// Whether one mremap may move a range made of several mappings (Linux 6.17 and later).
+bool g_moves_span_mappings = false;
 
 std::uint64_t mix(std::uint64_t z) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -49,6 +51,14 @@ void fill_states(Zone& z, std::uint32_t first, std::uint32_t end, std::uint64_t 
   for (; i < end; ++i) set_chunk_state(z.bitmap, i, state);
 }
 
+void record_piece(Zone& z, std::size_t offset) {
+  if (z.piece_count == kMaxZonePieces) {
+    z.pieces_lost = true;
+    return;
+  }
+  z.piece_start[z.piece_count++] = static_cast<std::uint32_t>(offset);
+}
+
 // Commits the next step of user pages; false when the zone is fully committed.
 bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t limit = std::size_t{z.chunk_count()} * z.chunk_bytes();
@@ -67,25 +77,33 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   if (z.committed_bytes + step > limit) step = limit - z.committed_bytes;
 
   std::uintptr_t at = z.user_base + z.committed_bytes;
-  std::size_t moved = supply ? supply->take(supply->ctx, at, step) : 0;
+  std::size_t moved = 0;
+  while (supply && moved < step && z.piece_count < kMaxDonatedPieces) {
+    std::size_t got = supply->take(supply->ctx, at + moved, step - moved);
+    if (got == 0) break;
+    record_piece(z, z.committed_bytes + moved);
+    moved += got;
+  }
   if (moved < step) {
     void* rest = reinterpret_cast<void*>(at + moved);
     // The first 64 KiB are left to fault in: most zones of a thread hold a few chunks, and
     // prefaulting all their pages would cost RSS, not save faults.
     bool populate = ISOSHARD_PRE_POPULATE_PAGES && z.committed_bytes >= 4 * kCommitFirstStepBytes;
-    if (!os::commit(rest, step - moved, populate)) {
+    if (os::commit(rest, step - moved, populate)) {
+      os::advise_user(rest, step - moved);
+      record_piece(z, z.committed_bytes + moved);
+    } else {
       if (moved == 0) return false;
       step = moved;  // keep what was donated
-    } else {
-      os::advise_user(rest, step - moved);
     }
   }
   z.committed_bytes += step;
 
+  // States, canaries and summary first, committed_chunks last: a fork in between leaves the
+  // child a zone that does not yet use these chunks, rather than fresh-marked old data.
   std::uint32_t first = z.committed_chunks;
   std::uint32_t end = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
   if (end > z.chunk_count()) end = z.chunk_count();
-  z.committed_chunks = end;
   // Donated pages hold another class's old data: not fresh, so calloc clears them. So may
   // the start of a chunk straddling the old end (left there when the zone donated its tail).
   if (moved) {
@@ -100,6 +118,7 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   }
 #endif
   mark_summary(z, first, end);
+  z.committed_chunks = end;
   return true;
 }
 
@@ -140,6 +159,8 @@ void scan_into_cache(Zone& z) {
 }  // namespace
 
 void zone_set_secret(std::uint64_t secret) { g_secret = secret; }
+
+void zone_set_moves_span_mappings(bool yes) { g_moves_span_mappings = yes; }
 
 std::size_t zone_bitmap_bytes(unsigned cls) {
   // One spare word past the end so the neighbour check of the last chunk stays inside.
@@ -192,6 +213,8 @@ void zone_release(Zone& z) {
   z.cache.count = 0;
   z.committed_bytes = 0;
   z.committed_chunks = 0;
+  z.piece_count = 0;
+  z.pieces_lost = false;
   // After the metadata, as in zone_donate_tail.
   os::decommit(reinterpret_cast<void*>(z.user_base), bytes);
 }
@@ -201,29 +224,53 @@ void zone_release(Zone& z) {
 // An empty zone keeps its first step: small zones that empty and refill all the time (a
 // thread's few chunks of each class) then never trade pages back and forth, each trade being
 // an mremap with its TLB shootdown.
-std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes) {
-  if (z.used != 0 || z.committed_bytes <= kCommitFirstStepBytes) return 0;
-  std::size_t spare = z.committed_bytes - kCommitFirstStepBytes;
-  std::size_t n = max_bytes < spare ? max_bytes : spare;
+std::size_t zone_donatable_bytes(const Zone& z) {
+  if (z.used != 0) return 0;
+  std::size_t floor = kCommitFirstStepBytes;
+  if (!g_moves_span_mappings) {  // older kernels: one mremap stays inside one mapping
+    if (z.pieces_lost || z.piece_count == 0) return 0;
+    if (z.piece_start[z.piece_count - 1] > floor) floor = z.piece_start[z.piece_count - 1];
+  }
+  return z.committed_bytes > floor ? z.committed_bytes - floor : 0;
+}
+
+// Gives up an empty zone's pages from `keep` bytes on: metadata first (see above).
+// Returns the first byte given up.
+std::uintptr_t shrink_empty(Zone& z, std::size_t keep) {
   std::uint32_t old_chunks = z.committed_chunks;
-  z.committed_bytes -= n;
-  z.committed_chunks = static_cast<std::uint32_t>(z.committed_bytes / z.chunk_bytes());
+  z.committed_bytes = keep;
+  z.committed_chunks = static_cast<std::uint32_t>(keep / z.chunk_bytes());
+  while (z.piece_count > 0 && z.piece_start[z.piece_count - 1] >= keep) --z.piece_count;
   // The zone is empty: what stays committed is all free; forget the rest.
   fill_states(z, z.committed_chunks, old_chunks, kChunkFresh);
   z.cache.count = 0;
   std::memset(z.summary, 0, sizeof z.summary);
   mark_summary(z, 0, z.committed_chunks);
-  std::uintptr_t src = z.user_base + z.committed_bytes;
-  if (!os::move_pages(src, dst, n)) {
-    os::decommit(reinterpret_cast<void*>(src), n);
-    return 0;
-  }
-  os::decommit(reinterpret_cast<void*>(src), n);  // keep the hole reserved and inaccessible
+  return z.user_base + keep;
+}
+
+std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes) {
+  std::size_t spare = zone_donatable_bytes(z);
+  if (spare == 0) return 0;
+  std::size_t n = max_bytes < spare ? max_bytes : spare;
+  std::uintptr_t src = shrink_empty(z, z.committed_bytes - n);
+  bool moved = os::move_pages(src, dst, n);
+  os::decommit(reinterpret_cast<void*>(src), n);  // inaccessible, still reserved
+  return moved ? n : 0;
+}
+
+std::size_t zone_trim(Zone& z) {
+  if (z.used != 0 || z.committed_bytes <= kCommitFirstStepBytes) return 0;
+  std::size_t n = z.committed_bytes - kCommitFirstStepBytes;
+  os::decommit(reinterpret_cast<void*>(shrink_empty(z, kCommitFirstStepBytes)), n);
   return n;
 }
 
 void zone_rebuild(Zone& z) {
-  // Each bitmap word was written whole, so the bitmap is the truth; everything else is not.
+  // Each bitmap word was written whole, so the bitmap is the truth below committed_chunks;
+  // past it a grow cut short may have left states (it writes them before publishing).
+  fill_states(z, z.committed_chunks, z.chunk_count(), kChunkFresh);
+  while (z.piece_count > 0 && z.piece_start[z.piece_count - 1] >= z.committed_bytes) --z.piece_count;
   z.cache.count = 0;
   z.used = 0;
   for (std::uint32_t i = 0; i < z.committed_chunks; ++i)

@@ -29,6 +29,14 @@ inline constexpr std::uint32_t kMaxBitmapWords =
     (kClasses[0].chunk_count + kChunksPerWord - 1) / kChunksPerWord;
 inline constexpr std::uint32_t kSummaryWords = (kMaxBitmapWords + 63) / 64;
 
+// Where each separately mapped piece of a zone's committed pages starts. Before Linux 6.17
+// mremap moves a range only inside one mapping, and a failed one can leave a hole another
+// thread's mmap could land in, so on such kernels a zone donates from its last piece alone.
+inline constexpr unsigned kMaxZonePieces = 48;
+// Past this many pieces a zone grows with fresh pages only, so its remaining steps (at most
+// a dozen to fill a zone) always find a slot.
+inline constexpr unsigned kMaxDonatedPieces = kMaxZonePieces - 12;
+
 // 2 KiB apart in the zone table: the slot lookup scales by a shift, not a multiply.
 struct alignas(2048) Zone {
   // Set once when the slot is taken, read by any thread.
@@ -52,6 +60,9 @@ struct alignas(2048) Zone {
   std::uint32_t big_slots;     // big: slots this allocation spans
   std::uint64_t rng;           // xorshift state for the refill's random start
   std::uint64_t canary_secret; // a canary chunk holds canary_secret ^ its address at both ends
+  std::uint32_t piece_start[kMaxZonePieces];  // byte offsets, ascending
+  std::uint8_t piece_count;
+  bool pieces_lost;            // more pieces than recorded: donate nothing until released
   FreelistCache cache;
   std::uint64_t summary[kSummaryWords];
 
@@ -66,13 +77,17 @@ struct alignas(2048) Zone {
 // owner's empty zones of other classes give theirs up (mremap), so memory moves between size
 // classes without being zeroed and faulted again, while the old addresses become PROT_NONE.
 struct PageSupply {
-  // Moves up to `bytes` (a page multiple) of resident pages to dst; returns bytes moved.
+  // Moves one run of up to `bytes` (a page multiple) of resident pages to dst, with a single
+  // mremap; returns bytes moved (0: nothing left to give).
   std::size_t (*take)(void* ctx, std::uintptr_t dst, std::size_t bytes);
   void* ctx;
 };
 
+
 // --- slow paths (zone.cpp) ---------------------------------------------------------------
 void zone_set_secret(std::uint64_t secret);
+// Set at init from os::moves_span_mappings(): donations then need not follow piece bounds.
+void zone_set_moves_span_mappings(bool yes);
 std::size_t zone_bitmap_bytes(unsigned cls);
 // Initialises a zone of class cls in slot `id`; bitmap points to zone_bitmap_bytes(cls) zeroed bytes.
 void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls,
@@ -80,10 +95,15 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
 // Refills the empty cache from the bitmap, committing more pages when none is free.
 // Returns false when the zone is full.
 bool zone_refill(Zone& z, const PageSupply* supply = nullptr);
-// Moves up to max_bytes of an empty zone's committed pages, from its end, to dst.
+// Bytes an empty zone can give in one run (its last piece above the floor); 0 if in use.
+std::size_t zone_donatable_bytes(const Zone& z);
+// Moves up to max_bytes of an empty zone's committed pages, from the end of its last piece,
+// to dst (one mremap); returns the bytes moved.
 std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes);
 // Returns the zone's pages to the OS and forgets every chunk (zone must be empty).
 void zone_release(Zone& z);
+// Returns an empty zone's pages past its first step to the OS; returns the bytes.
+std::size_t zone_trim(Zone& z);
 // Rebuilds the derived state (cache, used, summary, lists) from the bitmap alone, for a zone
 // whose owner thread vanished mid-operation (the child of fork).
 void zone_rebuild(Zone& z);

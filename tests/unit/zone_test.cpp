@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "runtime/platform.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
 
@@ -117,6 +118,45 @@ TEST(Zone, EmptyZoneDonatesItsPagesToAnotherClass) {
   for (int i = 0; i < 512; ++i) ASSERT_EQ(q[i], 0);
   zone_free(*taker, q);
   EXPECT_EQ(zone_verify(*taker), 0u);
+}
+
+TEST(Zone, OnKernelsThatMoveOneMappingAtATimeDonationsStayInsideTheLastPiece) {
+  zone_set_moves_span_mappings(false);
+  Zone* donor = make_zone(size_class_of(2048));
+  std::vector<void*> ptrs;
+  for (int i = 0; i < 200; ++i) ptrs.push_back(take(*donor));  // several commit steps
+  for (void* p : ptrs) zone_free(*donor, p);
+  ASSERT_GE(donor->piece_count, 2);
+  std::size_t last = donor->committed_bytes - donor->piece_start[donor->piece_count - 1];
+  EXPECT_EQ(zone_donatable_bytes(*donor), last);
+
+  Zone* taker = make_zone(size_class_of(1024));
+  PageSupply supply{[](void* ctx, std::uintptr_t dst, std::size_t bytes) {
+                      return zone_donate_tail(*static_cast<Zone*>(ctx), dst, bytes);
+                    },
+                    donor};
+  std::size_t before = donor->committed_bytes;
+  ASSERT_TRUE(zone_refill(*taker, &supply));
+  EXPECT_LE(before - donor->committed_bytes, last);  // never across a piece boundary
+  EXPECT_EQ(zone_verify(*donor), 0u);
+  void* q = zone_pop<true>(*taker);
+  std::memset(q, 1, 1024);  // donated pages are mapped and writable
+  zone_free(*taker, q);
+  EXPECT_EQ(zone_verify(*taker), 0u);
+  zone_set_moves_span_mappings(os::moves_span_mappings());
+}
+
+TEST(Zone, TrimKeepsTheFirstStepOfAnEmptyZone) {
+  Zone* z = make_zone(size_class_of(4096));
+  std::vector<void*> ptrs;
+  for (int i = 0; i < 100; ++i) ptrs.push_back(take(*z));
+  for (void* p : ptrs) zone_free(*z, p);
+  EXPECT_GT(zone_trim(*z), 0u);
+  EXPECT_EQ(z->committed_bytes, kCommitFirstStepBytes);
+  EXPECT_EQ(zone_verify(*z), 0u);
+  void* p = take(*z);
+  ASSERT_NE(p, nullptr);
+  zone_free(*z, p);
 }
 
 TEST(ZoneDeath, DoubleFreeNamesTheFaultPointerAndZone) {
