@@ -91,8 +91,8 @@ void shard_drain_inbox(Shard* s);
 void shard_flush_outboxes(Shard* s);
 // Releases donor zones empty for longer than retain_ms (all of them when `all`).
 void shard_purge_donors(Shard* s, bool all);
-// Before a shard waits in the pool: its empty zones keep only their first step, so a pooled
-// shard holds kilobytes per class, not what its last thread once used.
+// Before a shard waits in the pool: its empty zones keep only their first 64 KiB, so a
+// pooled shard holds kilobytes per class, not what its last thread once used.
 void shard_trim_for_pool(Shard* s);
 // Creates the shard's default zones (common sizes); the first shard's only.
 void shard_make_default_zones(Shard* s);

@@ -260,9 +260,12 @@ std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes)
 }
 
 std::size_t zone_trim(Zone& z) {
-  if (z.used != 0 || z.committed_bytes <= kCommitFirstStepBytes) return 0;
-  std::size_t n = z.committed_bytes - kCommitFirstStepBytes;
-  os::decommit(reinterpret_cast<void*>(shrink_empty(z, kCommitFirstStepBytes)), n);
+  // The first two steps (64 KiB, faulted in as used) stay: a thread taking over the shard
+  // most likely needs them again.
+  constexpr std::size_t kKeep = 4 * kCommitFirstStepBytes;
+  if (z.used != 0 || z.committed_bytes <= kKeep) return 0;
+  std::size_t n = z.committed_bytes - kKeep;
+  os::decommit(reinterpret_cast<void*>(shrink_empty(z, kKeep)), n);
   return n;
 }
 

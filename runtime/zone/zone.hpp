@@ -102,7 +102,7 @@ std::size_t zone_donatable_bytes(const Zone& z);
 std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes);
 // Returns the zone's pages to the OS and forgets every chunk (zone must be empty).
 void zone_release(Zone& z);
-// Returns an empty zone's pages past its first step to the OS; returns the bytes.
+// Returns an empty zone's pages past its first 64 KiB to the OS; returns the bytes.
 std::size_t zone_trim(Zone& z);
 // Rebuilds the derived state (cache, used, summary, lists) from the bitmap alone, for a zone
 // whose owner thread vanished mid-operation (the child of fork).

@@ -146,13 +146,13 @@ TEST(Zone, OnKernelsThatMoveOneMappingAtATimeDonationsStayInsideTheLastPiece) {
   zone_set_moves_span_mappings(os::moves_span_mappings());
 }
 
-TEST(Zone, TrimKeepsTheFirstStepOfAnEmptyZone) {
+TEST(Zone, TrimKeepsTheFirstStepsOfAnEmptyZone) {
   Zone* z = make_zone(size_class_of(4096));
   std::vector<void*> ptrs;
   for (int i = 0; i < 100; ++i) ptrs.push_back(take(*z));
   for (void* p : ptrs) zone_free(*z, p);
   EXPECT_GT(zone_trim(*z), 0u);
-  EXPECT_EQ(z->committed_bytes, kCommitFirstStepBytes);
+  EXPECT_EQ(z->committed_bytes, 4 * kCommitFirstStepBytes);
   EXPECT_EQ(zone_verify(*z), 0u);
   void* p = take(*z);
   ASSERT_NE(p, nullptr);
