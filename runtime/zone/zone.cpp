@@ -184,11 +184,8 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
   z.next_avail = kNoZone;
   z.rng = mix(g_secret ^ id) | 1;
   z.canary_secret = mix(g_secret + 0x9e3779b97f4a7c15ull * (std::uint64_t{id} + 1));
-  // Padding chunks past the end read as canaries: never free, never handed out.
-  std::uint32_t count = z.chunk_count();
-  std::size_t words = zone_bitmap_bytes(cls) / 8;
-  for (std::uint32_t i = count; i < words * kChunksPerWord; ++i)
-    set_chunk_state(bitmap, i, kChunkCanary);
+  // The bitmap stays untouched until chunks are committed: a zone costs no bitmap pages
+  // before it is used (padding past chunk_count is never scanned: see the invariants).
   os::advise_bitmap(bitmap, zone_bitmap_bytes(cls));
 }
 
@@ -206,9 +203,6 @@ void zone_release(Zone& z) {
   std::size_t bytes = z.committed_bytes;
   std::uint32_t words = (z.committed_chunks + kChunksPerWord - 1) / kChunksPerWord;
   for (std::uint32_t w = 0; w < words; ++w) z.bitmap[w] = 0;
-  // The last word may hold padding canaries past chunk_count: restore them.
-  for (std::uint32_t i = z.chunk_count(); i < words * kChunksPerWord; ++i)
-    set_chunk_state(z.bitmap, i, kChunkCanary);
   std::memset(z.summary, 0, sizeof z.summary);
   z.cache.count = 0;
   z.committed_bytes = 0;
@@ -287,7 +281,7 @@ void zone_rebuild(Zone& z) {
 }
 
 void zone_check_canary(const Zone& z, std::uint32_t idx) {
-  if (idx >= z.committed_chunks) return;  // padding past the last chunk
+  if (idx >= z.committed_chunks) return;  // not committed: nothing to check
   std::uintptr_t c = chunk_addr(z, idx);
   std::uint64_t head, tail, want = canary_value(z, c);
   std::memcpy(&head, reinterpret_cast<void*>(c), sizeof head);

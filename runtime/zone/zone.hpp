@@ -3,8 +3,8 @@
 // Invariants (checked by zone_verify):
 //   used            == number of chunks whose bitmap state is kChunkInUse
 //   cache entries   are distinct, below committed_chunks, and in a free state
-//   committed_chunks<= chunk_count; chunks at or past it are kChunkFresh, and bitmap
-//                      padding past chunk_count is kChunkCanary (never handed out)
+//   committed_chunks<= chunk_count; chunks at or past it are kChunkFresh (so is the
+//                      bitmap's padding past chunk_count: scans stop at committed_chunks)
 //   summary bit w   is set for every bitmap word w holding a free chunk that is not in
 //                      the cache (it may also be set for words that hold none)
 //   only the owner shard's thread writes a zone; other threads read the immutable
@@ -119,7 +119,7 @@ ISO_COLD [[noreturn]] void zone_canary_fault(const Zone& z, std::uint32_t idx);
 // The canary word of chunk idx that an overflow out of a neighbour would hit first: its
 // head when the neighbour is below, its tail when above. One load and an xor.
 ISO_ALWAYS_INLINE void zone_check_canary_word(const Zone& z, std::uint32_t idx, bool head) {
-  if (idx >= z.committed_chunks) return;  // padding past the last chunk
+  if (idx >= z.committed_chunks) return;  // not committed: nothing to check
   std::uintptr_t c = z.user_base + std::uintptr_t{idx} * z.chunk_bytes();
   std::uintptr_t at = head ? c : c + z.chunk_bytes() - sizeof(std::uint64_t);
   std::uint64_t v;
