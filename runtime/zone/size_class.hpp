@@ -1,5 +1,5 @@
 // Size classes: 16-byte steps up to 128 bytes, then four classes per power of two up to
-// 32 KiB, so internal waste stays under 25 %. Every class size is a multiple of 16, and
+// 256 KiB, so internal waste stays under 25 %. Every class size is a multiple of 16, and
 // every power of two in range is a class (aligned allocations rely on that).
 #pragma once
 #include <array>
@@ -10,13 +10,15 @@
 
 namespace iso {
 
-inline constexpr unsigned kClassCount = 40;
-inline constexpr std::size_t kMaxSmallBytes = 32768;
+// Up to 256 KiB: mid-size buffers stay in zones (no lock, no syscall per allocation, no
+// mapping each: a mapping per allocation would reach vm.max_map_count at ~32k live ones).
+inline constexpr unsigned kClassCount = 52;
+inline constexpr std::size_t kMaxSmallBytes = 262144;
 
 constexpr unsigned size_class_by_formula(std::size_t bytes) {
   std::size_t s = bytes ? bytes - 1 : 0;
   if (s < 128) return static_cast<unsigned>(s >> 4);
-  unsigned e = 63u - static_cast<unsigned>(__builtin_clzll(s));  // 7..14
+  unsigned e = 63u - static_cast<unsigned>(__builtin_clzll(s));  // 7..17
   return 8 + (e - 7) * 4 + static_cast<unsigned>((s >> (e - 2)) & 3);
 }
 
@@ -43,9 +45,10 @@ constexpr std::uint32_t class_bytes_of(unsigned cls) {
 }
 
 // chunk index = (offset * recip) >> kRecipShift, exact for every offset inside a zone:
-// the rounding error of recip is below one chunk per 2^kRecipShift / kZoneSlotBytes.
+// recip = ceil(2^40 / size) errs by e < size <= 2^18, and offset * e < 2^22 * 2^18 = 2^40.
 inline constexpr unsigned kRecipShift = 40;
 static_assert(kZoneSlotBytes <= (std::size_t{1} << 22), "reciprocal sized for 4 MiB zones");
+static_assert(kMaxSmallBytes <= (std::size_t{1} << 18), "reciprocal sized for 256 KiB chunks");
 
 struct SizeClassInfo {
   std::uint32_t chunk_bytes;

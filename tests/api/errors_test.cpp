@@ -94,7 +94,8 @@ TEST_F(Errors, DoubleFreeOfChunkStillInTheFreelistCacheAborts) {
 }
 
 TEST_F(Errors, DoubleFreeOfBigAllocationAborts) {
-  for (std::size_t n : {std::size_t{40000}, std::size_t{1} << 20, std::size_t{9} << 20}) {
+  // Above the largest size class (256 KiB): one slot, and runs of slots.
+  for (std::size_t n : {std::size_t{300000}, std::size_t{1} << 20, std::size_t{9} << 20}) {
     void* p = malloc(opaque(n));
     ASSERT_NE(p, nullptr);
     EXPECT_EXIT(free_twice(p), aborted(), report("double free", ptr_re(p), "in zone [0-9]+"))
@@ -155,8 +156,8 @@ TEST_F(Errors, FreeIntoTheMiddleOfASmallChunkAborts) {
 }
 
 TEST_F(Errors, FreeIntoTheMiddleOfABigAllocationAborts) {
-  // 40 KB (one slot), and 20 MiB (a run of slots: the later ones are "tail" slots).
-  for (std::size_t n : {std::size_t{40000}, std::size_t{20} << 20}) {
+  // 300 KB (one slot), and 20 MiB (a run of slots: the later ones are "tail" slots).
+  for (std::size_t n : {std::size_t{300000}, std::size_t{20} << 20}) {
     auto* p = static_cast<char*>(malloc(opaque(n)));
     ASSERT_NE(p, nullptr);
     for (std::size_t off : {std::size_t{16}, std::size_t{4096}, n / 2, n - 16}) {
@@ -217,7 +218,7 @@ TEST_F(Errors, ReallocOfPointerIntoTheMiddleOfAChunkAborts) {
 
 TEST_F(Errors, OverflowPastTheEndOfABigAllocationHitsAGuardPage) {
   // A page-multiple size ends exactly at the mapping's end: the next byte is a guard page.
-  for (std::size_t n : {std::size_t{40960}, std::size_t{1} << 20}) {
+  for (std::size_t n : {std::size_t{401408}, std::size_t{1} << 20}) {
     auto* p = static_cast<char*>(malloc(opaque(n)));
     ASSERT_NE(p, nullptr);
     ASSERT_EQ(malloc_usable_size(p), n);
@@ -228,7 +229,7 @@ TEST_F(Errors, OverflowPastTheEndOfABigAllocationHitsAGuardPage) {
 }
 
 TEST_F(Errors, UnderflowBeforeABigAllocationHitsAGuardPage) {
-  auto* p = static_cast<char*>(malloc(opaque(std::size_t{100000})));
+  auto* p = static_cast<char*>(malloc(opaque(std::size_t{400000})));
   ASSERT_NE(p, nullptr);
   EXPECT_EXIT(opaque(p)[opaque(std::ptrdiff_t{-1})] = 1, testing::KilledBySignal(SIGSEGV), "");
   free(p);

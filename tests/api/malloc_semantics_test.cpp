@@ -676,7 +676,7 @@ TEST(Stats, BigAllocationsAreCountedWhileLive) {
   EXPECT_GE(before.shards, 1u) << "the main thread is bound to a shard before main()";
   EXPECT_GE(before.zones, 1u);
   void* a = malloc(opaque(std::size_t{1} << 20));
-  void* b = iso_alloc(opaque(std::size_t{200000}));
+  void* b = iso_alloc(opaque(std::size_t{300000}));  // above the largest size class
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
   iso_get_stats(&during);

@@ -114,7 +114,7 @@ TEST(FirstCallIsFree, FreeOfBigAllocationAsFirstCall) {
   constexpr int kThreads = 8;
   std::vector<void*> big;
   for (int i = 0; i < kThreads; ++i) {
-    big.push_back(malloc(opaque(std::size_t{100000} * (i + 1))));
+    big.push_back(malloc(opaque(std::size_t{300000} * (i + 1))));  // above the size classes
     ASSERT_NE(big.back(), nullptr);
   }
   const iso_stats before = stats();
