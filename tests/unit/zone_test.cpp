@@ -25,6 +25,14 @@ Zone* make_zone(unsigned cls) {
   return z;
 }
 
+// A page supply that takes from one donor zone.
+PageSupply pages_from(Zone* donor) {
+  return PageSupply{[](void* ctx, std::uintptr_t dst, std::size_t bytes) {
+                      return zone_donate_tail(*static_cast<Zone*>(ctx), dst, bytes);
+                    },
+                    donor};
+}
+
 void* take(Zone& z) {
   if (z.cache.empty() && !zone_refill(z)) return nullptr;
   return zone_pop<false>(z);
@@ -106,10 +114,7 @@ TEST(Zone, EmptyZoneDonatesItsPagesToAnotherClass) {
   std::size_t had = donor->committed_bytes;
 
   Zone* taker = make_zone(size_class_of(512));
-  PageSupply supply{[](void* ctx, std::uintptr_t dst, std::size_t bytes) {
-                      return zone_donate_tail(*static_cast<Zone*>(ctx), dst, bytes);
-                    },
-                    donor};
+  PageSupply supply = pages_from(donor);
   ASSERT_TRUE(zone_refill(*taker, &supply));
   EXPECT_LT(donor->committed_bytes, had);
   EXPECT_EQ(zone_verify(*donor), 0u);
@@ -131,10 +136,7 @@ TEST(Zone, OnKernelsThatMoveOneMappingAtATimeDonationsStayInsideTheLastPiece) {
   EXPECT_EQ(zone_donatable_bytes(*donor), last);
 
   Zone* taker = make_zone(size_class_of(1024));
-  PageSupply supply{[](void* ctx, std::uintptr_t dst, std::size_t bytes) {
-                      return zone_donate_tail(*static_cast<Zone*>(ctx), dst, bytes);
-                    },
-                    donor};
+  PageSupply supply = pages_from(donor);
   std::size_t before = donor->committed_bytes;
   ASSERT_TRUE(zone_refill(*taker, &supply));
   EXPECT_LE(before - donor->committed_bytes, last);  // never across a piece boundary
