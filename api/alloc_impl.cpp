@@ -15,11 +15,8 @@ std::size_t usable_size(const void* p) {
   if (!p) return 0;
   Zone* z = zone_of(p);
   if (z && z->kind == SlotKind::kZone) {
-    std::uint64_t off = reinterpret_cast<std::uintptr_t>(p) - z->user_base;
-    if (off < kZoneUserBytes) {
-      std::uint64_t start = std::uint64_t{chunk_index_of(off, z->cls)} * z->chunk_bytes();
-      if (start == off) return z->chunk_bytes();
-    }
+    std::uint32_t idx;
+    if (zone_chunk_at(*z, p, idx)) return z->chunk_bytes();
     zone_bad_free(*z, p, kChunkFresh);
   } else if (z && z->kind == SlotKind::kBig && z->user_base == reinterpret_cast<std::uintptr_t>(p)) {
     return root_big_usable(*z);

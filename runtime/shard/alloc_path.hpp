@@ -20,15 +20,21 @@ ISO_ALWAYS_INLINE void* shard_malloc_small(std::size_t bytes) {
   return shard_alloc_slow(cls, Zero);
 }
 
+// Frees p into zone z, which shard s owns (every path that frees locally: the hot path, a
+// free that bound the thread first, the inbox drain).
+ISO_ALWAYS_INLINE void shard_free_owned(Shard* s, Zone* z, void* p) {
+  zone_free(*z, p);
+  // Full zone with room again, or a newly empty zone to offer as a donor.
+  if (ISO_UNLIKELY(!z->listed) || ISO_UNLIKELY(z->used == 0 && !z->donor_listed))
+    shard_zone_event(s, z);
+}
+
 ISO_ALWAYS_INLINE void shard_free(void* p) {
   Zone* z = zone_of(p);
   ShardFront* s = t_shard;
   // Big and unused slots have no owner, so they never pass this test.
   if (ISO_LIKELY(z != nullptr && z->owner == s)) {
-    zone_free(*z, p);
-    // Full zone with room again, or a newly empty zone to offer as a donor.
-    if (ISO_UNLIKELY(!z->listed) || ISO_UNLIKELY(z->used == 0 && !z->donor_listed))
-      shard_zone_event(static_cast<Shard*>(s), z);
+    shard_free_owned(static_cast<Shard*>(s), z, p);
     if (ISO_UNLIKELY(--s->frees_until_chores == 0)) shard_free_chores(static_cast<Shard*>(s));
     return;
   }

@@ -5,6 +5,7 @@
 
 #include "runtime/options.hpp"
 #include "runtime/platform.hpp"
+#include "runtime/shard/alloc_path.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
 
@@ -204,9 +205,8 @@ void shard_free_slow(Zone* z, void* p) {
       break;
   }
   // Cheap checks here, so the fault names the freeing thread; the owner checks the state.
-  std::uint64_t off = reinterpret_cast<std::uintptr_t>(p) - z->user_base;
-  if (off >= kZoneUserBytes || std::uint64_t{chunk_index_of(off, z->cls)} * z->chunk_bytes() != off)
-    zone_bad_free(*z, p, kChunkFresh);
+  std::uint32_t idx;
+  if (!zone_chunk_at(*z, p, idx)) zone_bad_free(*z, p, kChunkFresh);
   ShardFront* f = t_shard;
   if (is_sentinel(f)) {
     if (shard_thread_exited()) return post_remote_direct(static_cast<const Shard*>(z->owner), p);
@@ -214,11 +214,7 @@ void shard_free_slow(Zone* z, void* p) {
     if (!f) fatal(Fault::kOutOfMetadata, p, z->id);
   }
   Shard* s = static_cast<Shard*>(f);
-  if (z->owner == s) {  // the shard just bound owns it
-    zone_free(*z, p);
-    if (!z->listed || z->used == 0) shard_zone_event(s, z);
-    return;
-  }
+  if (z->owner == s) return shard_free_owned(s, z, p);  // the shard just bound owns it
   post_remote(s, static_cast<const Shard*>(z->owner), p);
 }
 
@@ -231,9 +227,7 @@ void shard_free_chores(Shard* s) {
 void shard_drain_inbox(Shard* s) {
   s->inbox.drain([s](RemoteBatch* b) {
     for (std::uint32_t i = 0; i < b->count; ++i) {
-      Zone* z = zone_of(b->chunks[i]);
-      zone_free(*z, b->chunks[i]);
-      if (!z->listed || z->used == 0) shard_zone_event(s, z);
+      shard_free_owned(s, zone_of(b->chunks[i]), b->chunks[i]);
     }
     s->remote_frees_received += b->count;
     batch_put(b);

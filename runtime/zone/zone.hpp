@@ -142,15 +142,19 @@ ISO_ALWAYS_INLINE void* zone_pop(Zone& z) {
   return p;
 }
 
+// The chunk index of p if p is the start of a chunk slot of this zone; false otherwise.
+// A multiply by the class's reciprocal and one by its size: no division.
+ISO_ALWAYS_INLINE bool zone_chunk_at(const Zone& z, const void* p, std::uint32_t& idx) {
+  std::uint64_t off = reinterpret_cast<std::uintptr_t>(p) - z.user_base;
+  idx = static_cast<std::uint32_t>((off * z.recip) >> kRecipShift);
+  return off < kZoneUserBytes && std::uint64_t{idx} * z.chunk_bytes() == off;
+}
+
 // Frees a chunk of this zone (the caller's thread owns it). Aborts on a pointer that is not
 // the start of a chunk in use.
 ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
-  std::uint64_t off = reinterpret_cast<std::uintptr_t>(p) - z.user_base;
-  std::uint32_t idx = static_cast<std::uint32_t>((off * z.recip) >> kRecipShift);
-  if (ISO_UNLIKELY(off >= kZoneUserBytes ||
-                   std::uint64_t{idx} * z.chunk_bytes() != off)) {
-    zone_bad_free(z, p, kChunkFresh);
-  }
+  std::uint32_t idx;
+  if (ISO_UNLIKELY(!zone_chunk_at(z, p, idx))) zone_bad_free(z, p, kChunkFresh);
   // One load and one store of the bitmap word; the neighbours' states come from the same
   // register (back-to-back frees in one word then do not wait on their own stores).
   std::uint64_t* wp = &z.bitmap[idx >> 5];
