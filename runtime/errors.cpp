@@ -1,5 +1,6 @@
 #include "runtime/errors.hpp"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -22,14 +23,16 @@ const char* fault_name(Fault fault) {
 }  // namespace
 
 void fatal(Fault fault, const void* ptr, long zone_id, unsigned chunk_bytes) {
-  // format_to_n into the stack: the heap may be what is broken.
+  // format_to_n into the stack: the heap may be what is broken. Compiled format strings: only
+  // the formatters these lines use are linked in (fmt's runtime parser brings its float code).
   char line[200];
   fmt::format_to_n_result<char*> r;
   if (zone_id >= 0) {
-    r = fmt::format_to_n(line, sizeof line - 1, "isoshard: {} of {} in zone {} ({}-byte chunks)\n",
+    r = fmt::format_to_n(line, sizeof line - 1,
+                         FMT_COMPILE("isoshard: {} of {} in zone {} ({}-byte chunks)\n"),
                          fault_name(fault), ptr, zone_id, chunk_bytes);
   } else {
-    r = fmt::format_to_n(line, sizeof line - 1, "isoshard: {} of {} (not in any zone)\n",
+    r = fmt::format_to_n(line, sizeof line - 1, FMT_COMPILE("isoshard: {} of {} (not in any zone)\n"),
                          fault_name(fault), ptr);
   }
   std::size_t n = r.size < sizeof line - 1 ? r.size : sizeof line - 1;
