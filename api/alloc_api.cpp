@@ -23,6 +23,7 @@ void* iso_aligned_alloc(size_t alignment, size_t size) {
 }
 
 uint64_t iso_verify(void) {
+  shard_verify_common();
   ShardFront* f = t_shard;
   return is_sentinel(f) ? 0 : shard_verify(static_cast<Shard*>(f));
 }

@@ -21,8 +21,9 @@ ISOSHARD_API size_t iso_chunksz(void* p);
 /* alignment: a power of two. NULL with errno EINVAL or ENOMEM on failure. */
 ISOSHARD_API void* iso_aligned_alloc(size_t alignment, size_t size);
 
-/* Checks every invariant of the calling thread's zones and their canaries; aborts on
- * corruption. Returns the number of chunks in use in those zones. */
+/* Checks every invariant of the calling thread's zones and of the common zones (where a
+ * thread's first allocations of each size class come from), and their canaries; aborts on
+ * corruption. Returns the number of chunks in use in the calling thread's own zones. */
 ISOSHARD_API uint64_t iso_verify(void);
 /* Sends the calling thread's pending cross-thread frees and takes in the ones sent to it. */
 ISOSHARD_API void iso_flush(void);

@@ -44,10 +44,20 @@ inline constexpr std::size_t kSlotCount = kReservedBytes / kZoneSlotBytes;
 // A zone slot: [guard page][user pages ...][guard page].
 inline constexpr std::size_t kZoneUserBytes = kZoneSlotBytes - 2 * kPageBytes;
 
-// Zone pages are committed in growing steps so RSS follows use, yet each step is one
-// prefaulted mapping (few page faults).
-inline constexpr std::size_t kCommitFirstStepBytes = 16 * 1024;
+// Zone pages are committed in growing steps so RSS follows use: one page first (most zones
+// of a thread hold a few chunks), then 16 KiB and 64 KiB in all, then doubling up to
+// steps of 4 MiB. Steps from kPrefaultFromBytes on are prefaulted (few page faults in big
+// zones); below it pages fault in as chunks are handed out, lowest address first.
+inline constexpr std::size_t kCommitFirstStepBytes = 4 * 1024;
+inline constexpr std::size_t kCommitQuadrupleBelowBytes = 64 * 1024;
 inline constexpr std::size_t kCommitMaxStepBytes = 4096 * 1024;
+inline constexpr std::size_t kPrefaultFromBytes = 1024 * 1024;
+// An empty zone keeps this much when it donates pages to another class: a thread's small
+// zones that empty and refill all the time then never trade pages back and forth.
+inline constexpr std::size_t kDonorFloorBytes = 16 * 1024;
+// A shard waiting in the pool keeps this much of each zone: the next thread most likely
+// needs it again, and releasing it at every thread exit would cost a syscall per zone.
+inline constexpr std::size_t kPooledZoneKeepBytes = 64 * 1024;
 
 // Page donation between zones (see zone.hpp PageSupply): smallest run worth a mapping, and
 // how many donors a grow step looks at.

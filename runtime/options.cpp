@@ -30,6 +30,7 @@ void options_load() {
   unsigned long n;
   if (read_number("ISOSHARD_RETAIN_MS", 86400000, n)) g_options.retain_ms = static_cast<std::uint32_t>(n);
   if (read_number("ISOSHARD_RETAIN_MB", 1ul << 30, n)) g_options.retain_bytes = std::size_t{n} << 20;
+  if (read_number("ISOSHARD_LIGHT_ALLOCS", 255, n)) g_options.light_allocs = static_cast<std::uint8_t>(n);
 }
 
 }  // namespace iso

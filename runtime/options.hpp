@@ -12,6 +12,9 @@ struct Options {
   std::uint32_t retain_ms = 250;
   // At most this much of a shard's empty zones stays committed. ISOSHARD_RETAIN_MB.
   std::size_t retain_bytes = std::size_t{512} << 20;
+  // A thread's first allocations of each class, up to this many, come from the common shard
+  // (0: every thread makes its own zones at once). ISOSHARD_LIGHT_ALLOCS.
+  std::uint8_t light_allocs = 64;
 };
 
 extern Options g_options;

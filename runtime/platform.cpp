@@ -55,6 +55,11 @@ void decommit(void* p, std::size_t bytes) {
   mmap(p, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
 }
 
+void discard(void* p, std::size_t bytes) {
+  ErrnoKeeper keep;
+  madvise(p, bytes, MADV_DONTNEED);
+}
+
 bool move_pages(std::uintptr_t src, std::uintptr_t dst, std::size_t bytes) {
   ErrnoKeeper keep;
   auto* from = reinterpret_cast<void*>(src);

@@ -12,6 +12,8 @@ void* reserve(std::size_t bytes);
 bool commit(void* p, std::size_t bytes, bool populate);
 // Returns the pages to the OS and makes the range inaccessible again.
 void decommit(void* p, std::size_t bytes);
+// Returns the pages to the OS; the range stays accessible and reads as zero.
+void discard(void* p, std::size_t bytes);
 // Moves the pages of [src, src+bytes) (inside one mapping) to dst, replacing what is there,
 // without copying or zeroing them. src stays mapped, empty, where the kernel can
 // (MREMAP_DONTUNMAP): the caller then replaces it, so no hole opens for another thread's

@@ -39,6 +39,10 @@ struct Shard : ShardFront {
   std::atomic<bool> bound;                // a live thread uses it
   bool lock_metadata;                     // the main shard: default zones mlocked
   std::uint32_t avail[kClassCount];       // zones with free chunks besides current
+  // Allocations of each class the bound thread still takes from the common shard before it
+  // makes a zone of its own (set at bind): a short-lived thread, or one that uses a class a
+  // few times, costs no zone per class, so thread churn does not multiply zones.
+  std::uint8_t light_left[kClassCount];
   std::uint32_t donors;                   // head of the donor list (zone ids)
   std::size_t donor_bytes;
   std::uint64_t next_purge_ms;
@@ -73,8 +77,19 @@ std::uint32_t shards_pooled();    // of those, released and waiting for a thread
 void shard_install_hooks();
 // True once this thread's shard was released at thread exit.
 bool shard_thread_exited();
-// Allocation for such a thread, from the shared orphan shard.
-ISO_COLD void* shard_alloc_exited(unsigned cls, bool zero);
+// A new shard, not yet bound (takes the shard-init lock); nullptr when out of metadata.
+Shard* shard_create();
+
+// --- common_shard.cpp: the zones all threads share, under a lock ---------------------------
+bool shard_is_common(const void* owner);
+// Allocation for a thread past its exit release, or of a class its thread allocates lightly.
+ISO_COLD void* shard_alloc_common(unsigned cls, bool zero);
+// Frees a chunk of a common zone.
+ISO_COLD void shard_free_common(Zone* z, void* p);
+// shard_verify of the common shard (aborts on corruption).
+void shard_verify_common();
+void common_shard_prefork();
+void common_shard_postfork(bool child);
 
 // --- shard_alloc.cpp: slow paths ---------------------------------------------------------
 // Allocation when the current zone's cache is empty (or the thread is unbound); nullptr
@@ -91,8 +106,10 @@ void shard_drain_inbox(Shard* s);
 void shard_flush_outboxes(Shard* s);
 // Releases donor zones empty for longer than retain_ms (all of them when `all`).
 void shard_purge_donors(Shard* s, bool all);
-// Before a shard waits in the pool: its empty zones keep only their first 64 KiB, so a
-// pooled shard holds kilobytes per class, not what its last thread once used.
+// Before a shard waits in the pool: past the first kPooledZoneKeepBytes of each zone, the
+// empty zones give all their pages back and the others every page without a chunk in use or
+// a canary, so a pooled shard holds what other threads still use of it, not what its last
+// thread once touched.
 void shard_trim_for_pool(Shard* s);
 // Creates the shard's default zones (common sizes); the first shard's only.
 void shard_make_default_zones(Shard* s);

@@ -130,9 +130,11 @@ void shard_make_default_zones(Shard* s) {
     s->current[cls] = z;
 #if ISOSHARD_MLOCK_METADATA
     // Walked on every alloc and free of the main thread: keep it resident (may fail quietly).
+    // The bitmap is locked as the zone grows: locking all of it at once would make a 16-byte
+    // class's 64 KiB resident before it holds a chunk.
     if (s->lock_metadata) {
       os::try_lock(z, sizeof(Zone));
-      os::try_lock(z->bitmap, zone_bitmap_bytes(cls));
+      z->lock_bitmap = true;
     }
 #endif
   }
@@ -141,7 +143,7 @@ void shard_make_default_zones(Shard* s) {
 void* shard_alloc_slow(unsigned cls, bool zero) {
   ShardFront* f = t_shard;
   if (is_sentinel(f)) {
-    if (shard_thread_exited()) return shard_alloc_exited(cls, zero);
+    if (shard_thread_exited()) return shard_alloc_common(cls, zero);
     f = shard_bind();
     if (!f) {
       errno = ENOMEM;
@@ -155,6 +157,10 @@ void* shard_alloc_slow(unsigned cls, bool zero) {
   if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
   if (s->donors != kNoZone) shard_purge_donors(s, false);
   Zone* z = s->current[cls];
+  if (z == &g_empty_zone && s->light_left[cls] != 0) {
+    --s->light_left[cls];
+    return shard_alloc_common(cls, zero);
+  }
   if (z->cache.empty()) {
     if (z == &g_empty_zone || !refill(s, z)) z = switch_zone(s, cls);
     if (!z) {
@@ -204,6 +210,7 @@ void shard_free_slow(Zone* z, void* p) {
     case SlotKind::kZone:
       break;
   }
+  if (shard_is_common(z->owner)) return shard_free_common(z, p);
   // Cheap checks here, so the fault names the freeing thread; the owner checks the state.
   std::uint32_t idx;
   if (!zone_chunk_at(*z, p, idx)) zone_bad_free(*z, p, kChunkFresh);
@@ -263,8 +270,21 @@ void shard_purge_donors(Shard* s, bool all) {
 }
 
 void shard_trim_for_pool(Shard* s) {
+  // Every zone that may hold a free chunk is listed: the current one or on avail.
+  auto trim = [](Zone* z) {
+    if (z->used == 0) {
+      zone_trim(*z);
+    } else {
+      zone_discard_free_pages(*z);
+    }
+  };
+  for (unsigned c = 0; c < kClassCount; ++c) {
+    if (s->current[c] != &g_empty_zone) trim(s->current[c]);
+    for (std::uint32_t id = s->avail[c]; id != kNoZone; id = g_zones[id].next_avail) trim(&g_zones[id]);
+  }
+  s->donor_bytes = 0;
   for (std::uint32_t id = s->donors; id != kNoZone; id = g_zones[id].next_donor)
-    s->donor_bytes -= std::min(s->donor_bytes, zone_trim(g_zones[id]));
+    s->donor_bytes += g_zones[id].committed_bytes;
 }
 
 void shard_flush_outboxes(Shard* s) {

@@ -5,12 +5,14 @@
 #include <pthread.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include <boost/lockfree/stack.hpp>
 #include <new>
 
 #include "runtime/errors.hpp"
 #include "runtime/metadata_arena.hpp"
+#include "runtime/options.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/id_stack.hpp"
 #include "runtime/shard/shard.hpp"
@@ -39,10 +41,6 @@ constinit std::atomic<std::uint32_t> g_pooled{0};
 constinit ShardStack* g_pool = nullptr;
 constinit IdStack<ShardLink> g_pool_overflow;
 constinit pthread_key_t g_exit_key = 0;
-// Serves threads past their exit release (later key destructors that allocate): binding them
-// would leave a shard that no destructor releases, so they share this one, under a lock.
-constinit SpinLock g_orphan_lock;
-constinit Shard* g_orphan = nullptr;
 
 // Set once the thread's shard is released at exit: later frees (other destructors) must
 // not bind a shard that nothing would release again.
@@ -63,7 +61,10 @@ bool ensure_init() {
   return true;
 }
 
-Shard* create_shard() {
+}  // namespace
+
+Shard* shard_create() {
+  LockGuard guard(g_init_lock);
   void* mem = g_shard_arena.alloc(sizeof(Shard), 64);
   if (!mem) return nullptr;
   auto* s = new (mem) Shard();
@@ -80,6 +81,8 @@ Shard* create_shard() {
   g_shard_count.store(id + 1, std::memory_order_release);
   return s;
 }
+
+namespace {
 
 Shard* take_pooled() {
   std::uint32_t id;
@@ -98,7 +101,7 @@ void give_to_pool(Shard* s) {
 }
 
 // Runs in the first destructor round. Other keys' destructors may still free or allocate
-// after it: their frees go home one batch each, their allocations use the orphan shard, so
+// after it: their frees go home one batch each, their allocations use the common shard, so
 // nothing binds a shard that no destructor would release.
 void on_thread_exit(void*) {
   shard_release_current();
@@ -106,7 +109,7 @@ void on_thread_exit(void*) {
 }
 
 void prefork() {
-  g_orphan_lock.lock();
+  common_shard_prefork();
   g_init_lock.lock();
   root_prefork();
 }
@@ -114,7 +117,7 @@ void prefork() {
 void postfork_parent() {
   root_postfork(false);
   g_init_lock.unlock();
-  g_orphan_lock.unlock();
+  common_shard_postfork(false);
 }
 
 // Only the forking thread survives fork. The other bound shards were snapshot wherever their
@@ -124,11 +127,11 @@ void postfork_parent() {
 void postfork_child() {
   root_postfork(true);
   g_init_lock.reset_in_child();
-  g_orphan_lock.reset_in_child();
+  common_shard_postfork(true);
   ShardFront* self = t_shard;
   std::uint32_t n = shard_count();
   auto vanished = [self](const Shard* s) {
-    return s != self && s != g_orphan && s->bound.load(std::memory_order_relaxed);
+    return s != self && !shard_is_common(s) && s->bound.load(std::memory_order_relaxed);
   };
   for (std::uint32_t id = 0; id < n; ++id) {
     Shard* s = shard_by_id(id);
@@ -164,23 +167,6 @@ std::uint32_t shards_pooled() { return g_pooled.load(std::memory_order_relaxed);
 
 bool shard_thread_exited() { return t_exited; }
 
-void* shard_alloc_exited(unsigned cls, bool zero) {
-  LockGuard guard(g_orphan_lock);
-  if (!g_orphan) {
-    LockGuard init(g_init_lock);
-    g_orphan = create_shard();
-    if (!g_orphan) {
-      errno = ENOMEM;
-      return nullptr;
-    }
-    g_orphan->bound.store(true, std::memory_order_relaxed);
-  }
-  t_shard = g_orphan;
-  void* p = shard_alloc_slow(cls, zero);
-  t_shard = &g_sentinel_shard;
-  return p;
-}
-
 void shard_install_hooks() {
   if (g_hooks_ready.load(std::memory_order_acquire)) return;
   LockGuard guard(g_hooks_lock);
@@ -196,12 +182,13 @@ Shard* shard_bind() {
   Shard* s = take_pooled();
   bool fresh = false;
   if (!s) {
-    LockGuard guard(g_init_lock);
-    s = create_shard();
+    s = shard_create();
     fresh = true;
   }
   if (!s) return nullptr;
   s->bound.store(true, std::memory_order_relaxed);
+  // The main thread's shard has its default zones; every other thread starts light.
+  std::memset(s->light_left, s->lock_metadata ? 0 : g_options.light_allocs, sizeof s->light_left);
   t_shard = s;
   // The main thread's shard (the first, made in the library constructor) gets its default
   // zones up front, their metadata mlocked, as in the seed. Every other shard makes a zone

@@ -1,5 +1,7 @@
 #include "runtime/zone/zone.hpp"
 
+#include <algorithm>
+
 #include "runtime/platform.hpp"
 
 namespace iso {
@@ -64,11 +66,10 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t limit = std::size_t{z.chunk_count()} * z.chunk_bytes();
   limit = (limit + kPageBytes - 1) & ~(kPageBytes - 1);
   if (z.committed_bytes >= limit) return false;
-  // A small first step (most zones of a thread stay small), then a zone that keeps growing
-  // catches up fast: 16 KiB, 64 KiB, then doubling.
+  // A one-page first step, then a zone that keeps growing catches up fast (see config.hpp).
   std::size_t step = z.committed_bytes < kCommitFirstStepBytes ? kCommitFirstStepBytes
                                                                 : 3 * z.committed_bytes;
-  if (z.committed_bytes >= 4 * kCommitFirstStepBytes) step = z.committed_bytes;
+  if (z.committed_bytes >= kCommitQuadrupleBelowBytes) step = z.committed_bytes;
   if (step > kCommitMaxStepBytes) step = kCommitMaxStepBytes;
   // Big chunks: a step always holds at least one whole new chunk.
   std::size_t need = std::size_t{z.committed_chunks + 1} * z.chunk_bytes();
@@ -86,9 +87,9 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   }
   if (moved < step) {
     void* rest = reinterpret_cast<void*>(at + moved);
-    // The first 64 KiB are left to fault in: most zones of a thread hold a few chunks, and
-    // prefaulting all their pages would cost RSS, not save faults.
-    bool populate = ISOSHARD_PRE_POPULATE_PAGES && z.committed_bytes >= 4 * kCommitFirstStepBytes;
+    // Small zones fault in as used: prefaulting all their pages would cost RSS, not save
+    // faults.
+    bool populate = ISOSHARD_PRE_POPULATE_PAGES && z.committed_bytes >= kPrefaultFromBytes;
     if (os::commit(rest, step - moved, populate)) {
       os::advise_user(rest, step - moved);
       record_piece(z, z.committed_bytes + moved);
@@ -119,6 +120,10 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
 #endif
   mark_summary(z, first, end);
   z.committed_chunks = end;
+  if (z.lock_bitmap && first < end) {
+    std::uint32_t w = first / kChunksPerWord;
+    os::try_lock(&z.bitmap[w], std::size_t{(end - 1) / kChunksPerWord - w + 1} * sizeof(std::uint64_t));
+  }
   return true;
 }
 
@@ -195,6 +200,9 @@ bool zone_refill(Zone& z, const PageSupply* supply) {
     if (!zone_grow(z, supply)) return false;
     scan_into_cache(z);
   }
+  // The scan pushed ascending addresses; popping them lowest first touches one page at a time
+  // from the bottom, so pages that never hold a chunk never fault in.
+  std::reverse(z.cache.slots, z.cache.slots + z.cache.count);
   return true;
 }
 
@@ -220,7 +228,7 @@ void zone_release(Zone& z) {
 // an mremap with its TLB shootdown.
 std::size_t zone_donatable_bytes(const Zone& z) {
   if (z.used != 0) return 0;
-  std::size_t floor = kCommitFirstStepBytes;
+  std::size_t floor = kDonorFloorBytes;
   if (!g_moves_span_mappings) {  // older kernels: one mremap stays inside one mapping
     if (z.pieces_lost || z.piece_count == 0) return 0;
     if (z.piece_start[z.piece_count - 1] > floor) floor = z.piece_start[z.piece_count - 1];
@@ -254,13 +262,59 @@ std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes)
 }
 
 std::size_t zone_trim(Zone& z) {
-  // The first two steps (64 KiB, faulted in as used) stay: a thread taking over the shard
-  // most likely needs them again.
-  constexpr std::size_t kKeep = 4 * kCommitFirstStepBytes;
-  if (z.used != 0 || z.committed_bytes <= kKeep) return 0;
-  std::size_t n = z.committed_bytes - kKeep;
-  os::decommit(reinterpret_cast<void*>(shrink_empty(z, kKeep)), n);
+  if (z.used != 0 || z.committed_bytes <= kPooledZoneKeepBytes) return 0;
+  std::size_t n = z.committed_bytes - kPooledZoneKeepBytes;
+  os::decommit(reinterpret_cast<void*>(shrink_empty(z, kPooledZoneKeepBytes)), n);
   return n;
+}
+
+namespace {
+
+// True when chunks first..last (inclusive) are all free: fresh or freed, low bit clear.
+bool chunks_free(const std::uint64_t* bitmap, std::uint32_t first, std::uint32_t last) {
+  for (std::uint32_t i = first; i <= last; i = (i | (kChunksPerWord - 1)) + 1) {
+    std::uint32_t w = i / kChunksPerWord;
+    std::uint32_t hi = std::min(last - w * kChunksPerWord, kChunksPerWord - 1);
+    std::uint64_t upto = hi == kChunksPerWord - 1 ? ~std::uint64_t{0}
+                                                   : (std::uint64_t{1} << (2 * hi + 2)) - 1;
+    std::uint64_t from = ~((std::uint64_t{1} << bitmap_shift(i)) - 1);
+    if (bitmap[w] & kLowBits & upto & from) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::size_t zone_discard_free_pages(Zone& z) {
+  std::size_t pages = z.committed_bytes / kPageBytes;
+  if (pages * kPageBytes <= kPooledZoneKeepBytes) return 0;
+  std::size_t run = pages;  // first page of the current run of free pages; `pages`: none
+  std::size_t discarded = 0;
+  for (std::size_t pg = kPooledZoneKeepBytes / kPageBytes; pg <= pages; ++pg) {
+    bool free = false;
+    if (pg < pages) {
+      // Division is fine here: this runs when a shard goes to the pool, not per chunk.
+      std::uint32_t first = static_cast<std::uint32_t>(pg * kPageBytes / z.chunk_bytes());
+      std::uint32_t last = static_cast<std::uint32_t>(((pg + 1) * kPageBytes - 1) / z.chunk_bytes());
+      if (last >= z.committed_chunks) last = z.committed_chunks - 1;
+      free = first >= z.committed_chunks || chunks_free(z.bitmap, first, last);
+    }
+    if (free) {
+      if (run == pages) run = pg;
+      continue;
+    }
+    if (run == pages) continue;
+    std::size_t from = run * kPageBytes, to = pg * kPageBytes;
+    // Pages first, states after: a fork in between leaves zeroed chunks marked freed (they
+    // get cleared again), never old data marked fresh.
+    os::discard(reinterpret_cast<void*>(z.user_base + from), to - from);
+    std::uint32_t whole = static_cast<std::uint32_t>((from + z.chunk_bytes() - 1) / z.chunk_bytes());
+    std::uint32_t end = static_cast<std::uint32_t>(std::min<std::size_t>(to / z.chunk_bytes(), z.committed_chunks));
+    if (whole < end) fill_states(z, whole, end, kChunkFresh);
+    discarded += to - from;
+    run = pages;
+  }
+  return discarded;
 }
 
 void zone_rebuild(Zone& z) {

@@ -63,6 +63,7 @@ struct alignas(2048) Zone {
   std::uint32_t piece_start[kMaxZonePieces];  // byte offsets, ascending
   std::uint8_t piece_count;
   bool pieces_lost;            // more pieces than recorded: donate nothing until released
+  bool lock_bitmap;            // a default zone of the main thread: mlock the bitmap as it grows
   FreelistCache cache;
   std::uint64_t summary[kSummaryWords];
 
@@ -102,7 +103,11 @@ std::size_t zone_donatable_bytes(const Zone& z);
 std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes);
 // Returns the zone's pages to the OS and forgets every chunk (zone must be empty).
 void zone_release(Zone& z);
-// Returns an empty zone's pages past its first 64 KiB to the OS; returns the bytes.
+// Returns to the OS every committed page past the first kPooledZoneKeepBytes that holds no
+// chunk in use and no canary (its free chunks then read as zero); returns the bytes.
+std::size_t zone_discard_free_pages(Zone& z);
+// Returns an empty zone's pages past its first kPooledZoneKeepBytes to the OS; returns the
+// bytes.
 std::size_t zone_trim(Zone& z);
 // Rebuilds the derived state (cache, used, summary, lists) from the bitmap alone, for a zone
 // whose owner thread vanished mid-operation (the child of fork).

@@ -262,6 +262,7 @@ TEST_F(Errors, UseOfAFreedBigAllocationFaultsOnceItsMappingIsGone) {
 template <class After>
 void overflow_chunks_on_fresh_thread(std::size_t count, After after) {
   std::thread t([&] {
+    isotest::own_zones_from_now();  // iso_verify checks the thread's own zones
     std::vector<char*> chunks;
     chunks.reserve(count);
     for (std::size_t i = 0; i < count; ++i)
@@ -307,6 +308,7 @@ TEST(ErrorsThreaded, IsoVerifyPassesOnAnIntactHeap) {
   // The control for the test above: same allocations without the overflow.
   std::uint64_t in_use = 0;
   std::thread t([&] {
+    isotest::own_zones_from_now();
     std::vector<void*> chunks;
     for (int i = 0; i < 4096; ++i) chunks.push_back(malloc(opaque(std::size_t{64})));
     in_use = iso_verify();

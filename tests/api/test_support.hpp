@@ -10,10 +10,28 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
+#include "runtime/options.hpp"
+#include "runtime/zone/size_class.hpp"
+
 namespace isotest {
+
+// A thread's first allocations of each size class come from the common shard (light
+// allocations, ISOSHARD_LIGHT_ALLOCS). Tests about what a thread's own zones hold, and about
+// frees travelling home to them, call this first: it uses up the light allocations of every
+// class, so from then on the calling thread allocates from zones of its own.
+inline void own_zones_from_now() {
+  constexpr unsigned kMaxLight = 255;
+  void* held[kMaxLight];
+  for (unsigned c = 0; c < iso::kClassCount; ++c) {
+    unsigned n = iso::g_options.light_allocs;
+    for (unsigned i = 0; i < n; ++i) held[i] = std::malloc(iso::kClasses[c].chunk_bytes);
+    for (unsigned i = 0; i < n; ++i) std::free(held[i]);
+  }
+}
 
 // The value, unknown to the optimiser.
 template <class T>

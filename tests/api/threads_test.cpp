@@ -81,11 +81,9 @@ Item make_item(XorShift& rng) {
 }
 
 // Makes sure the calling thread has its shard (bound on its first allocation), so that the
-// per-shard counters read afterwards are this thread's.
-void bind_shard() {
-  void* p = opaque(malloc(opaque(std::size_t{16})));
-  free(p);
-}
+// per-shard counters read afterwards are this thread's, and that what it allocates from now
+// on comes from its own zones.
+void bind_shard() { isotest::own_zones_from_now(); }
 
 iso_stats stats() {
   iso_stats s{};
@@ -245,6 +243,7 @@ TEST(CrossThreadFrees, MemoryReusedByNewThreadsIsConsistent) {
     std::vector<std::thread> ts;
     for (unsigned i = 0; i < kThreads; ++i) {
       ts.emplace_back([&, i] {
+        bind_shard();  // its chunks in its own zones, for iso_verify to count
         XorShift rng(1000 + i);
         for (int k = 0; k < 4000; ++k) {
           Item it = make_item(rng);

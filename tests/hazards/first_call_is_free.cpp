@@ -33,6 +33,7 @@ TEST(FirstCallIsFree, FreeOfNullOnAFreshThreadIsANoOpAndTheThreadAllocatesAfterw
   std::thread t([&] {
     free(opaque(static_cast<void*>(nullptr)));  // the thread's first allocator call
     free(opaque(static_cast<void*>(nullptr)));
+    isotest::own_zones_from_now();  // then what it allocates is in its own zones
     std::vector<char*> blocks;
     for (std::size_t n = 1; n < 70000; n = n * 2 + 3) {
       auto* p = static_cast<char*>(malloc(opaque(n)));
@@ -75,6 +76,7 @@ TEST(FirstCallIsFree, FreeOfAnotherThreadsChunksAsFirstCallSendsThemHome) {
   iso_stats before{}, after{};
   std::uint64_t in_use_before = 0, in_use_after = 0;
   std::thread owner([&] {
+    isotest::own_zones_from_now();
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       blocks[i] = malloc(opaque(std::size_t{16} + 16 * (i % 40)));
       if (blocks[i]) std::memset(blocks[i], 0x44, 16);
@@ -156,6 +158,7 @@ TEST(FirstCallIsFree, FirstFreeOfAChunkOwnedByThePooledShardItThenBinds) {
   std::vector<void*> blocks(kCount);
   std::uint64_t owner_in_use = 0;
   std::thread a([&] {
+    isotest::own_zones_from_now();
     for (void*& p : blocks) {
       p = malloc(opaque(std::size_t{64}));
       std::memset(p, 0x66, 64);

@@ -101,6 +101,7 @@ TEST(ThreadExit, ThreadLocalDestructorFreesAnotherThreadsMemory) {
   iso_stats owner_before{}, owner_after{};
   std::uint64_t in_use_before = 0, in_use_after = 0;
   std::thread owner([&] {
+    isotest::own_zones_from_now();
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       blocks[i] = malloc(opaque(std::size_t{16} + 8 * (i % 50)));
       if (blocks[i]) static_cast<unsigned char*>(blocks[i])[0] = 0x7e;

@@ -2,6 +2,7 @@
 #include "runtime/zone/zone.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <set>
@@ -148,17 +149,75 @@ TEST(Zone, OnKernelsThatMoveOneMappingAtATimeDonationsStayInsideTheLastPiece) {
   zone_set_moves_span_mappings(os::moves_span_mappings());
 }
 
-TEST(Zone, TrimKeepsTheFirstStepsOfAnEmptyZone) {
+TEST(Zone, TrimKeepsTheFirst64KiBOfAnEmptyZone) {
   Zone* z = make_zone(size_class_of(4096));
   std::vector<void*> ptrs;
   for (int i = 0; i < 100; ++i) ptrs.push_back(take(*z));
   for (void* p : ptrs) zone_free(*z, p);
   EXPECT_GT(zone_trim(*z), 0u);
-  EXPECT_EQ(z->committed_bytes, 4 * kCommitFirstStepBytes);
+  EXPECT_EQ(z->committed_bytes, kPooledZoneKeepBytes);
   EXPECT_EQ(zone_verify(*z), 0u);
   void* p = take(*z);
   ASSERT_NE(p, nullptr);
   zone_free(*z, p);
+}
+
+TEST(Zone, AZoneStartsWithOnePageAndHandsOutItsLowestChunksFirst) {
+  Zone* z = make_zone(size_class_of(64));
+  std::vector<std::uintptr_t> got;
+  for (int i = 0; i < 40; ++i) got.push_back(reinterpret_cast<std::uintptr_t>(take(*z)));
+  EXPECT_EQ(z->committed_bytes, kCommitFirstStepBytes);
+  // Ascending from the zone's start (a canary may take one slot): pages fault in one by one.
+  EXPECT_TRUE(std::is_sorted(got.begin(), got.end()));
+  EXPECT_LT(got.back() - z->user_base, 42u * 64);
+  for (std::uintptr_t p : got) zone_free(*z, reinterpret_cast<void*>(p));
+}
+
+// Pages of [p, p + n) resident in memory.
+std::size_t resident_pages(std::uintptr_t p, std::size_t n) {
+  std::vector<unsigned char> v(n / kPageBytes);
+  EXPECT_EQ(mincore(reinterpret_cast<void*>(p), n, v.data()), 0);
+  return static_cast<std::size_t>(std::count_if(v.begin(), v.end(), [](unsigned char c) { return c & 1; }));
+}
+
+TEST(Zone, DiscardReturnsFreePagesAndKeepsChunksInUseAndCanaries) {
+  Zone* z = make_zone(size_class_of(4096));
+  std::vector<unsigned char*> ptrs;
+  for (int i = 0; i < 200; ++i) {
+    ptrs.push_back(static_cast<unsigned char*>(take(*z)));
+    std::memset(ptrs.back(), 0x77, 4096);
+  }
+  std::size_t committed = z->committed_bytes;
+  ASSERT_GT(committed, kPooledZoneKeepBytes);
+  std::size_t before = resident_pages(z->user_base, committed);
+  // Keep every 50th chunk in use; free the rest.
+  std::vector<unsigned char*> kept;
+  for (std::size_t i = 0; i < ptrs.size(); ++i) {
+    if (i % 50 == 0) kept.push_back(ptrs[i]);
+    else zone_free(*z, ptrs[i]);
+  }
+  EXPECT_GT(zone_discard_free_pages(*z), 0u);
+  // Left resident: the first 64 KiB, the pages of chunks in use, those of canaries.
+  std::size_t canaries = z->committed_chunks / kCanaryGroupChunks + 1;
+  EXPECT_GE(before, ptrs.size());
+  EXPECT_LE(resident_pages(z->user_base, committed),
+            kPooledZoneKeepBytes / kPageBytes + kept.size() + canaries);
+  for (unsigned char* p : kept) EXPECT_EQ(p[4095], 0x77);  // chunks in use keep their data
+  EXPECT_EQ(zone_verify(*z), kept.size());                  // and every canary is intact
+  for (std::size_t i = 0; i < ptrs.size(); ++i) {
+    if (i % 50 == 0 || reinterpret_cast<std::uintptr_t>(ptrs[i]) - z->user_base < kPooledZoneKeepBytes)
+      continue;
+    ASSERT_EQ(ptrs[i][0], 0) << "freed chunk " << i << " was not discarded";
+  }
+  // Its chunks are fresh again: calloc hands them out without clearing, and they are zero.
+  std::vector<unsigned char*> again;
+  while (auto* q = static_cast<unsigned char*>(z->cache.empty() && !zone_refill(*z) ? nullptr : zone_pop<true>(*z))) {
+    again.push_back(q);
+    ASSERT_EQ(q[0] | q[4095], 0) << "chunk " << again.size() << " handed out by calloc not zero";
+  }
+  for (unsigned char* q : again) zone_free(*z, q);
+  for (unsigned char* p : kept) zone_free(*z, p);
+  EXPECT_EQ(zone_verify(*z), 0u);
 }
 
 TEST(ZoneDeath, DoubleFreeNamesTheFaultPointerAndZone) {

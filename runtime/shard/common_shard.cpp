@@ -1,0 +1,59 @@
+// The common shard: one set of zones shared by all threads, under a lock. It serves a new
+// thread's first allocations of each class (Shard::light_left), so short-lived threads and
+// rarely used classes cost no zone per thread, and threads past their exit release (later
+// key destructors that allocate: binding them would leave a shard nothing releases).
+// Its chunks are freed under the same lock, so a bad free aborts at once and a free chunk
+// is reused at once, whichever thread frees it.
+#include <cerrno>
+
+#include "runtime/shard/alloc_path.hpp"
+#include "runtime/shard/shard.hpp"
+#include "runtime/spin_lock.hpp"
+
+namespace iso {
+namespace {
+
+constinit SpinLock g_common_lock;
+constinit Shard* g_common = nullptr;
+
+}  // namespace
+
+bool shard_is_common(const void* owner) { return owner != nullptr && owner == g_common; }
+
+void* shard_alloc_common(unsigned cls, bool zero) {
+  ShardFront* self = t_shard;
+  LockGuard guard(g_common_lock);
+  if (!g_common) {
+    g_common = shard_create();
+    if (!g_common) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+    g_common->bound.store(true, std::memory_order_relaxed);
+  }
+  // The slow path works on t_shard: point it at the common shard for the call (its light
+  // counts are zero, so it never comes back here).
+  t_shard = g_common;
+  void* p = shard_alloc_slow(cls, zero);
+  t_shard = self;
+  return p;
+}
+
+void shard_free_common(Zone* z, void* p) {
+  LockGuard guard(g_common_lock);
+  shard_free_owned(g_common, z, p);
+}
+
+void shard_verify_common() {
+  LockGuard guard(g_common_lock);
+  if (g_common) shard_verify(g_common);
+}
+
+void common_shard_prefork() { g_common_lock.lock(); }
+
+void common_shard_postfork(bool child) {
+  if (child) g_common_lock.reset_in_child();
+  else g_common_lock.unlock();
+}
+
+}  // namespace iso

@@ -1,0 +1,116 @@
+// The common shard: a new thread's light allocations, their frees from any thread, and what a
+// pooled shard keeps of its zones. The unit tests run with no light allocations
+// (no_light_allocs.cpp); the tests here set the count themselves (read when a thread binds).
+#include <sys/mman.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "api/isoshard.h"
+#include "runtime/options.hpp"
+#include "runtime/root_arena.hpp"
+#include "runtime/shard/shard.hpp"
+
+namespace iso {
+namespace {
+
+class LightAllocs {
+ public:
+  explicit LightAllocs(std::uint8_t n) : saved_(g_options.light_allocs) { g_options.light_allocs = n; }
+  ~LightAllocs() { g_options.light_allocs = saved_; }
+
+ private:
+  std::uint8_t saved_;
+};
+
+bool from_common(const void* p) { return shard_is_common(zone_of(p)->owner); }
+
+TEST(CommonShard, ANewThreadTakesItsFirstAllocationsOfEachClassFromIt) {
+  LightAllocs light(8);
+  std::thread([] {
+    std::vector<void*> small;
+    for (int i = 0; i < 8; ++i) {
+      small.push_back(iso_alloc(100));
+      EXPECT_TRUE(from_common(small.back())) << "light allocation " << i;
+    }
+    small.push_back(iso_alloc(100));  // the ninth: the thread's own zone
+    EXPECT_EQ(zone_of(small.back())->owner, t_shard);
+    void* other = iso_alloc(2000);  // another class counts on its own
+    EXPECT_TRUE(from_common(other));
+    iso_free(other);
+    for (void* p : small) iso_free(p);
+    EXPECT_EQ(iso_verify(), 0u);
+  }).join();
+}
+
+TEST(CommonShard, ItsChunksAreFreedAtOnceByAnyThreadAndReusedNext) {
+  LightAllocs light(8);
+  void* p = nullptr;
+  std::thread([&] { p = iso_alloc(300); }).join();
+  ASSERT_TRUE(from_common(p));
+  std::thread([&] { iso_free(p); }).join();  // a thread whose first call is this free
+  void* again = nullptr;
+  std::thread([&] { again = iso_alloc(300); }).join();
+  EXPECT_EQ(again, p) << "a freed common chunk was not the next one handed out";
+  iso_free(again);
+}
+
+TEST(CommonShardDeath, DoubleFreeOfACommonChunkAbortsAtTheSecondFree) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  LightAllocs light(8);
+  EXPECT_DEATH(std::thread([] {
+                 void* p = iso_alloc(112);
+                 iso_free(p);
+                 iso_free(p);
+               }).join(),
+               "isoshard: double free of 0x[0-9a-f]+ in zone [0-9]+ \\(112-byte chunks\\)");
+}
+
+TEST(CommonShard, ShortThreadsMakeNoZonesOfTheirOwn) {
+  LightAllocs light(64);
+  constexpr std::size_t kSizes[] = {16, 48, 100, 200, 500, 1000, 3000, 9000};
+  auto body = [&] {
+    std::vector<void*> ps;
+    for (int round = 0; round < 4; ++round)
+      for (std::size_t n : kSizes) ps.push_back(iso_alloc(n));
+    for (void* p : ps) iso_free(p);
+  };
+  std::thread(body).join();  // the common shard makes its zones
+  const std::uint32_t zones = root_stats().zones;
+  for (int i = 0; i < 300; ++i) std::thread(body).join();
+  EXPECT_EQ(root_stats().zones, zones) << "short threads made zones of their own";
+}
+
+std::size_t resident_pages(std::uintptr_t p, std::size_t n) {
+  std::vector<unsigned char> v(n / kPageBytes);
+  EXPECT_EQ(mincore(reinterpret_cast<void*>(p), n, v.data()), 0);
+  return static_cast<std::size_t>(std::count_if(v.begin(), v.end(), [](unsigned char c) { return c & 1; }));
+}
+
+TEST(CommonShard, APooledShardKeepsOnlyThePagesOfChunksStillInUse) {
+  LightAllocs light(0);
+  void* kept = nullptr;
+  std::thread([&] {
+    std::vector<void*> ps;
+    for (int i = 0; i < 400; ++i) {
+      ps.push_back(iso_alloc(4096));
+      std::memset(ps.back(), 0x5c, 4096);
+    }
+    kept = ps[300];  // handed to the main thread: its zone is not empty at exit
+    for (void* p : ps)
+      if (p != kept) iso_free(p);
+  }).join();
+  const Zone* z = zone_of(kept);
+  ASSERT_GT(z->committed_bytes, std::size_t{1} << 20);
+  std::size_t canaries = z->committed_chunks / kCanaryGroupChunks + 1;
+  EXPECT_LE(resident_pages(z->user_base, z->committed_bytes),
+            kPooledZoneKeepBytes / kPageBytes + 1 + canaries);
+  EXPECT_EQ(static_cast<unsigned char*>(kept)[4095], 0x5c);
+  iso_free(kept);
+}
+
+}  // namespace
+}  // namespace iso
