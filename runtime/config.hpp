@@ -51,7 +51,7 @@ inline constexpr std::size_t kZoneUserBytes = kZoneSlotBytes - 2 * kPageBytes;
 inline constexpr std::size_t kCommitFirstStepBytes = 4 * 1024;
 inline constexpr std::size_t kCommitQuadrupleBelowBytes = 64 * 1024;
 inline constexpr std::size_t kCommitMaxStepBytes = 4096 * 1024;
-inline constexpr std::size_t kPrefaultFromBytes = 1024 * 1024;
+inline constexpr std::size_t kPrefaultFromBytes = 256 * 1024;
 // An empty zone keeps this much when it donates pages to another class: a thread's small
 // zones that empty and refill all the time then never trade pages back and forth.
 inline constexpr std::size_t kDonorFloorBytes = 16 * 1024;
