@@ -60,5 +60,5 @@ void iso_get_stats(struct iso_stats* out) {
 
 // The main thread's shard and its default zones exist before main(), as in the seed.
 [[gnu::constructor]] static void isoshard_init() {
-  if (is_sentinel(t_shard)) shard_bind();
+  shard_bind_main();
 }

@@ -1,11 +1,13 @@
-// The common shard: one set of zones shared by all threads, under a lock. It serves a new
-// thread's first allocations of each class (Shard::light_left), so short-lived threads and
-// rarely used classes cost no zone per thread, and threads past their exit release (later
-// key destructors that allocate: binding them would leave a shard nothing releases).
+// The common shard: one set of zones shared by all threads, under a lock. It serves every
+// thread's first allocations of each class (light allocations, counted per thread), so
+// short-lived threads and rarely used classes cost no zone per thread, and threads past their
+// exit release (later key destructors that allocate: binding them would leave a shard
+// nothing releases).
 // Its chunks are freed under the same lock, so a bad free aborts at once and a free chunk
 // is reused at once, whichever thread frees it.
 #include <cerrno>
 
+#include "runtime/options.hpp"
 #include "runtime/shard/alloc_path.hpp"
 #include "runtime/shard/shard.hpp"
 #include "runtime/spin_lock.hpp"
@@ -15,12 +17,25 @@ namespace {
 
 constinit SpinLock g_common_lock;
 constinit Shard* g_common = nullptr;
+// Light allocations this thread has made of each class (saturating at the limit).
+thread_local constinit std::uint8_t t_light_used[kClassCount] [[gnu::tls_model("initial-exec")]] = {};
 
 }  // namespace
+
+bool shard_take_light(unsigned cls) {
+  if (t_light_used[cls] >= g_options.light_allocs) return false;
+  ++t_light_used[cls];
+  return true;
+}
 
 bool shard_is_common(const void* owner) { return owner != nullptr && owner == g_common; }
 
 void* shard_alloc_common(unsigned cls, bool zero) {
+  // The caller may be the process's first allocation, bound to nothing yet.
+  if (!g_common && !shard_init()) {
+    errno = ENOMEM;
+    return nullptr;
+  }
   ShardFront* self = t_shard;
   LockGuard guard(g_common_lock);
   if (!g_common) {
@@ -31,8 +46,8 @@ void* shard_alloc_common(unsigned cls, bool zero) {
     }
     g_common->bound.store(true, std::memory_order_relaxed);
   }
-  // The slow path works on t_shard: point it at the common shard for the call (its light
-  // counts are zero, so it never comes back here).
+  // The slow path works on t_shard: point it at the common shard for the call (it takes no
+  // light allocations, so it never comes back here).
   t_shard = g_common;
   void* p = shard_alloc_slow(cls, zero);
   t_shard = self;

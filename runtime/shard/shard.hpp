@@ -37,12 +37,8 @@ struct Shard : ShardFront {
   std::uint32_t id;
   std::atomic<std::uint32_t> pool_link;   // shard pool fallback list
   std::atomic<bool> bound;                // a live thread uses it
-  bool lock_metadata;                     // the main shard: default zones mlocked
+  bool lock_metadata;                     // the main thread's: default zones mlocked
   std::uint32_t avail[kClassCount];       // zones with free chunks besides current
-  // Allocations of each class the bound thread still takes from the common shard before it
-  // makes a zone of its own (set at bind): a short-lived thread, or one that uses a class a
-  // few times, costs no zone per class, so thread churn does not multiply zones.
-  std::uint8_t light_left[kClassCount];
   std::uint32_t donors;                   // head of the donor list (zone ids)
   std::size_t donor_bytes;
   std::uint64_t next_purge_ms;
@@ -65,9 +61,14 @@ ISO_ALWAYS_INLINE bool is_sentinel(const ShardFront* s) { return s == &g_sentine
 namespace iso {
 
 // --- shard_pool.cpp: binding threads to shards ---------------------------------------------
+// Sets up the shard table and pool (idempotent); false when the runtime cannot initialise.
+bool shard_init();
 // Binds the calling thread to a pooled shard (drained first) or a new one; nullptr when
 // the runtime cannot initialise.
 Shard* shard_bind();
+// The library constructor: binds the main thread (if it is not yet) and gives its shard the
+// default zones, their metadata mlocked, as in the seed.
+Shard* shard_bind_main();
 // Flushes the thread's outboxes and returns its shard to the pool.
 void shard_release_current();
 Shard* shard_by_id(std::uint32_t id);
@@ -81,6 +82,11 @@ bool shard_thread_exited();
 Shard* shard_create();
 
 // --- common_shard.cpp: the zones all threads share, under a lock ---------------------------
+// A thread takes its first g_options.light_allocs allocations of each class from the common
+// shard, bound or not: a short-lived thread, or one that uses a class a few times, costs no
+// zone of that class (and a thread that only ever allocates lightly, no shard at all), so
+// thread churn does not multiply zones. True when this allocation of cls is such a one.
+bool shard_take_light(unsigned cls);
 bool shard_is_common(const void* owner);
 // Allocation for a thread past its exit release, or of a class its thread allocates lightly.
 ISO_COLD void* shard_alloc_common(unsigned cls, bool zero);
@@ -111,7 +117,7 @@ void shard_purge_donors(Shard* s, bool all);
 // a canary, so a pooled shard holds what other threads still use of it, not what its last
 // thread once touched.
 void shard_trim_for_pool(Shard* s);
-// Creates the shard's default zones (common sizes); the first shard's only.
+// Creates the shard's default zones (common sizes) where it has none of the class yet.
 void shard_make_default_zones(Shard* s);
 // Aborts on a broken invariant in any of the shard's zones; returns the chunks in use.
 std::uint64_t shard_verify(Shard* s);

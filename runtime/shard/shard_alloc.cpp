@@ -125,6 +125,7 @@ thread_local constinit ShardFront* t_shard = &g_sentinel_shard;
 void shard_make_default_zones(Shard* s) {
   for (std::uint32_t bytes : kDefaultZoneBytes) {
     unsigned cls = size_class_of(bytes);
+    if (s->current[cls] != &g_empty_zone) continue;
     Zone* z = root_new_zone(cls, s);
     if (!z) return;
     s->current[cls] = z;
@@ -143,7 +144,8 @@ void shard_make_default_zones(Shard* s) {
 void* shard_alloc_slow(unsigned cls, bool zero) {
   ShardFront* f = t_shard;
   if (is_sentinel(f)) {
-    if (shard_thread_exited()) return shard_alloc_common(cls, zero);
+    // A thread binds a shard only once it allocates more than lightly.
+    if (shard_thread_exited() || shard_take_light(cls)) return shard_alloc_common(cls, zero);
     f = shard_bind();
     if (!f) {
       errno = ENOMEM;
@@ -157,10 +159,8 @@ void* shard_alloc_slow(unsigned cls, bool zero) {
   if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
   if (s->donors != kNoZone) shard_purge_donors(s, false);
   Zone* z = s->current[cls];
-  if (z == &g_empty_zone && s->light_left[cls] != 0) {
-    --s->light_left[cls];
+  if (z == &g_empty_zone && !s->lock_metadata && !shard_is_common(s) && shard_take_light(cls))
     return shard_alloc_common(cls, zero);
-  }
   if (z->cache.empty()) {
     if (z == &g_empty_zone || !refill(s, z)) z = switch_zone(s, cls);
     if (!z) {

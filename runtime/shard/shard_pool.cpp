@@ -5,14 +5,12 @@
 #include <pthread.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include <boost/lockfree/stack.hpp>
 #include <new>
 
 #include "runtime/errors.hpp"
 #include "runtime/metadata_arena.hpp"
-#include "runtime/options.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/id_stack.hpp"
 #include "runtime/shard/shard.hpp"
@@ -46,7 +44,9 @@ constinit pthread_key_t g_exit_key = 0;
 // not bind a shard that nothing would release again.
 thread_local constinit bool t_exited [[gnu::tls_model("initial-exec")]] = false;
 
-bool ensure_init() {
+}  // namespace
+
+bool shard_init() {
   if (g_ready.load(std::memory_order_acquire)) return true;
   if (!root_init()) return false;
   LockGuard guard(g_init_lock);
@@ -61,8 +61,6 @@ bool ensure_init() {
   return true;
 }
 
-}  // namespace
-
 Shard* shard_create() {
   LockGuard guard(g_init_lock);
   void* mem = g_shard_arena.alloc(sizeof(Shard), 64);
@@ -76,7 +74,6 @@ Shard* shard_create() {
   s->frees_until_chores = kFreesPerChores;
   std::uint32_t id = g_shard_count.load(std::memory_order_relaxed);
   s->id = id;
-  s->lock_metadata = id == 0;  // the first shard is the main thread's (library constructor)
   g_shard_table[id] = s;
   g_shard_count.store(id + 1, std::memory_order_release);
   return s;
@@ -178,26 +175,26 @@ void shard_install_hooks() {
 }
 
 Shard* shard_bind() {
-  if (!ensure_init()) return nullptr;
+  if (!shard_init()) return nullptr;
   Shard* s = take_pooled();
-  bool fresh = false;
-  if (!s) {
-    s = shard_create();
-    fresh = true;
-  }
+  if (!s) s = shard_create();
   if (!s) return nullptr;
   s->bound.store(true, std::memory_order_relaxed);
-  // The main thread's shard has its default zones; every other thread starts light.
-  std::memset(s->light_left, s->lock_metadata ? 0 : g_options.light_allocs, sizeof s->light_left);
   t_shard = s;
-  // The main thread's shard (the first, made in the library constructor) gets its default
-  // zones up front, their metadata mlocked, as in the seed. Every other shard makes a zone
-  // on the first allocation of each class: a thousand idle threads cost a thousand shards,
-  // not a thousand sets of zones.
-  if (fresh && s->lock_metadata) shard_make_default_zones(s);
   shard_install_hooks();
   if (!t_exited) pthread_setspecific(g_exit_key, s);  // may calloc: we are bound by now
   shard_drain_inbox(s);
+  return s;
+}
+
+Shard* shard_bind_main() {
+  ShardFront* f = t_shard;
+  Shard* s = is_sentinel(f) ? shard_bind() : static_cast<Shard*>(f);
+  if (!s || s->lock_metadata) return s;
+  // Every other shard makes a zone of a class once its thread allocates more than lightly:
+  // a thousand idle threads cost no zones at all.
+  s->lock_metadata = true;
+  shard_make_default_zones(s);
   return s;
 }
 

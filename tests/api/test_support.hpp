@@ -19,20 +19,6 @@
 
 namespace isotest {
 
-// A thread's first allocations of each size class come from the common shard (light
-// allocations, ISOSHARD_LIGHT_ALLOCS). Tests about what a thread's own zones hold, and about
-// frees travelling home to them, call this first: it uses up the light allocations of every
-// class, so from then on the calling thread allocates from zones of its own.
-inline void own_zones_from_now() {
-  constexpr unsigned kMaxLight = 255;
-  void* held[kMaxLight];
-  for (unsigned c = 0; c < iso::kClassCount; ++c) {
-    unsigned n = iso::g_options.light_allocs;
-    for (unsigned i = 0; i < n; ++i) held[i] = std::malloc(iso::kClasses[c].chunk_bytes);
-    for (unsigned i = 0; i < n; ++i) std::free(held[i]);
-  }
-}
-
 // The value, unknown to the optimiser.
 template <class T>
 [[gnu::always_inline]] inline T opaque(T v) {
@@ -42,6 +28,23 @@ template <class T>
 
 // Pretends the pointed-to memory is read and written by someone the compiler cannot see.
 [[gnu::always_inline]] inline void escape(const void* p) { asm volatile("" : : "g"(p) : "memory"); }
+
+// A thread's first allocations of each size class come from the common shard (light
+// allocations, ISOSHARD_LIGHT_ALLOCS), and it binds a shard only after that. Tests about what
+// a thread's own zones hold, about its shard's counters, and about frees travelling home to
+// its zones, call this first: it uses up the light allocations of every class and binds the
+// thread, so from then on the thread allocates from zones of its own.
+inline void own_zones_from_now() {
+  for (unsigned c = 0; c < iso::kClassCount; ++c) {
+    unsigned n = iso::g_options.light_allocs;
+    if (c == 0) ++n;  // one more than lightly: the thread binds
+    for (unsigned i = 0; i < n; ++i) {
+      void* p = std::malloc(iso::kClasses[c].chunk_bytes);
+      escape(p);
+      std::free(p);
+    }
+  }
+}
 
 inline bool is_aligned(const void* p, std::size_t alignment) {
   return reinterpret_cast<std::uintptr_t>(p) % alignment == 0;

@@ -198,7 +198,10 @@ TEST(CrossThreadFrees, MemoryReusedByNewThreadsIsConsistent) {
   // blocks at once and check them all: a chunk handed out twice, or a bitmap that lost a
   // free, shows as a clobbered stamp or an iso_verify abort.
   constexpr unsigned kThreads = 8;
-  auto round1 = [](unsigned self, std::vector<Item>* out, std::mutex* m) {
+  std::barrier all_bound(kThreads);
+  auto round1 = [&all_bound](unsigned self, std::vector<Item>* out, std::mutex* m) {
+    bind_shard();
+    all_bound.arrive_and_wait();  // kThreads shards, for round 2 to take over
     XorShift rng(100 + self);
     for (int i = 0; i < 3000; ++i) {
       Item it = make_item(rng);

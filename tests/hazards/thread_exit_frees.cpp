@@ -210,6 +210,7 @@ class ThreadExitKeys : public testing::Test {
 TEST_F(ThreadExitKeys, KeyDestructorThatAllocatesInEveryRoundLeavesNoShardBehind) {
   // Warm up: let the pool hold kLiveThreads shards.
   auto body = [](int) {
+    isotest::own_zones_from_now();  // bound: the last round runs after its shard's release
     auto* kv = static_cast<KeyValue*>(malloc(sizeof(KeyValue)));
     kv->round = 0;
     kv->check = 0x600dull;
@@ -263,7 +264,10 @@ TEST_F(ThreadExitKeys, KeyDestructorThatAllocatesOnceIsServedAndReleased) {
                                  once_calls.fetch_add(1);
                                }),
             0);
-  auto body = [&once](int) { pthread_setspecific(once, malloc(opaque(std::size_t{100}))); };
+  auto body = [&once](int) {
+    isotest::own_zones_from_now();  // bound: the destructor runs after its shard's release
+    pthread_setspecific(once, malloc(opaque(std::size_t{100})));
+  };
   run_rounds(2, body);
   const iso_stats before = stats();
   run_rounds(kRounds, body);

@@ -46,6 +46,30 @@ TEST(CommonShard, ANewThreadTakesItsFirstAllocationsOfEachClassFromIt) {
   }).join();
 }
 
+TEST(CommonShard, AThreadThatOnlyAllocatesLightlyBindsNoShard) {
+  LightAllocs light(16);
+  auto body = [] {
+    std::vector<void*> ps;
+    for (int i = 0; i < 16; ++i)
+      for (std::size_t n : {24, 700, 5000}) ps.push_back(iso_alloc(n));
+    EXPECT_TRUE(is_sentinel(t_shard)) << "a light thread bound a shard";
+    for (void* p : ps) iso_free(p);
+    void* more = iso_alloc(24);  // the 17th of its class: now it binds
+    EXPECT_FALSE(is_sentinel(t_shard));
+    iso_free(more);
+  };
+  std::thread(body).join();  // the common shard exists; one shard is pooled
+  const std::uint32_t shards = shard_count();
+  for (int i = 0; i < 4; ++i) {
+    std::vector<std::thread> ts;
+    for (int k = 0; k < 8; ++k) ts.emplace_back([] {
+      for (int j = 0; j < 16; ++j) iso_free(iso_alloc(100));
+    });
+    for (auto& t : ts) t.join();
+  }
+  EXPECT_EQ(shard_count(), shards) << "threads that only allocated lightly made shards";
+}
+
 TEST(CommonShard, ItsChunksAreFreedAtOnceByAnyThreadAndReusedNext) {
   LightAllocs light(8);
   void* p = nullptr;
