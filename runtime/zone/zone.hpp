@@ -52,15 +52,16 @@ struct alignas(2048) Zone {
   const void* owner;           // the shard whose thread may write this zone
   std::uint64_t canary_secret; // a canary chunk holds canary_secret ^ its address at both ends
 
-  // Owner-only state (big allocations: written under the root lock).
+  // Owner-only state (big allocations: written under the root lock). What every free reads
+  // and writes shares one line with the cache count and its first slots.
   alignas(64) std::uint32_t used;  // chunks in use
-  FreelistCache cache;
   bool listed;                 // the owner's current zone or on its available list
+  bool donor_listed;
+  FreelistCache cache;
   std::uint32_t committed_chunks;
   std::size_t committed_bytes; // user bytes mapped read-write (big: the mapping's length)
   std::uint32_t next_avail;    // next zone on the owner's available list
   std::uint32_t next_donor;    // next zone on the owner's donor list
-  bool donor_listed;
   std::uint64_t donor_since_ms;  // when it was listed as a donor
   std::uint32_t big_slots;     // big: slots this allocation spans
   std::uint64_t rng;           // xorshift state for the refill's random start
