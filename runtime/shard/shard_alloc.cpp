@@ -50,11 +50,13 @@ bool refill(Shard* s, Zone* z) {
 // A zone of class cls with a non-empty cache, now the shard's current zone; nullptr on OOM.
 Zone* switch_zone(Shard* s, unsigned cls) {
   Zone* old = s->current[cls];
-  if (old != &g_empty_zone) old->listed = false;  // full: the next free relists it
+  bool filled = old != &g_empty_zone;  // the class filled a zone: the next grows fast
+  if (filled) old->listed = false;  // full: the next free relists it
   while (s->avail[cls] != kNoZone) {
     Zone* z = &g_zones[s->avail[cls]];
     s->avail[cls] = z->next_avail;
     z->next_avail = kNoZone;
+    z->grow_fast |= filled;
     if (refill(s, z)) {
       s->current[cls] = z;
       return z;
@@ -62,6 +64,7 @@ Zone* switch_zone(Shard* s, unsigned cls) {
     z->listed = false;  // could not commit more pages: treat as full
   }
   Zone* z = root_new_zone(cls, s);
+  if (z) z->grow_fast = filled;
   if (!z || !refill(s, z)) {
     s->current[cls] = &g_empty_zone;
     if (z) {  // keep it for later, when memory may be available again

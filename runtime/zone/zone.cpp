@@ -70,6 +70,8 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t step = z.committed_bytes < kCommitFirstStepBytes ? kCommitFirstStepBytes
                                                                 : 3 * z.committed_bytes;
   if (z.committed_bytes >= kCommitQuadrupleBelowBytes) step = z.committed_bytes;
+  // A class that filled a zone is likely to fill the next: one syscall, not nine.
+  if (z.grow_fast) step = kCommitMaxStepBytes;
   if (step > kCommitMaxStepBytes) step = kCommitMaxStepBytes;
   // Big chunks: a step always holds at least one whole new chunk.
   std::size_t need = std::size_t{z.committed_chunks + 1} * z.chunk_bytes();
@@ -89,7 +91,8 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
     void* rest = reinterpret_cast<void*>(at + moved);
     // Small zones fault in as used: prefaulting all their pages would cost RSS, not save
     // faults.
-    bool populate = ISOSHARD_PRE_POPULATE_PAGES && z.committed_bytes >= kPrefaultFromBytes;
+    bool populate =
+        ISOSHARD_PRE_POPULATE_PAGES && (z.committed_bytes >= kPrefaultFromBytes || z.grow_fast);
     if (os::commit(rest, step - moved, populate)) {
       os::advise_user(rest, step - moved);
       record_piece(z, z.committed_bytes + moved);

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -81,6 +82,22 @@ TEST(Shard, ManyThreadsFreeEachOthersChunks) {
   for (auto& s : slots) iso_free(s.exchange(nullptr));
   iso_flush();
   iso_verify();
+}
+
+TEST(Shard, AClassThatFilledAZoneGrowsItsNextZoneInOneStep) {
+  std::thread([] {
+    std::vector<void*> ps;
+    ps.push_back(iso_alloc(16384));
+    const Zone* first = zone_of(ps[0]);
+    EXPECT_LT(first->committed_bytes, std::size_t{64} << 10);  // a new class starts small
+    while (zone_of(ps.back()) == first) ps.push_back(iso_alloc(16384));
+    const Zone* second = zone_of(ps.back());
+    std::size_t whole = std::size_t{second->chunk_count()} * second->chunk_bytes();
+    EXPECT_EQ(second->committed_bytes, std::min(whole, kCommitMaxStepBytes))
+        << "the second zone of a class that filled one did not commit in one step";
+    for (void* p : ps) iso_free(p);
+    EXPECT_EQ(iso_verify(), 0u);
+  }).join();
 }
 
 }  // namespace
