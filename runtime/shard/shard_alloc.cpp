@@ -42,6 +42,13 @@ std::size_t take_from_donors(void* ctx, std::uintptr_t dst, std::size_t bytes) {
   return 0;
 }
 
+// A new zone of class cls owned by s; nullptr when out of address space.
+Zone* new_zone(Shard* s, unsigned cls) {
+  Zone* z = root_new_zone(cls, s);
+  if (z) z->owner_id = s->id;  // before any chunk of it is handed out
+  return z;
+}
+
 bool refill(Shard* s, Zone* z) {
   PageSupply supply{take_from_donors, s};
   return zone_refill(*z, &supply);
@@ -63,7 +70,7 @@ Zone* switch_zone(Shard* s, unsigned cls) {
     }
     z->listed = false;  // could not commit more pages: treat as full
   }
-  Zone* z = root_new_zone(cls, s);
+  Zone* z = new_zone(s, cls);
   if (z) z->grow_fast = filled;
   if (!z || !refill(s, z)) {
     s->current[cls] = &g_empty_zone;
@@ -80,17 +87,17 @@ Zone* switch_zone(Shard* s, unsigned cls) {
 // Sends a batch to its destination's inbox.
 void send(RemoteBatch* b) { shard_by_id(b->dest)->inbox.push(b); }
 
-// The freeing thread's own batch for dest, opened if needed; nullptr if no batch is left.
-void post_remote(Shard* from, const Shard* dest, void* p) {
-  RemoteBatch*& slot = from->outbox[dest->id % kOutboxCount];
-  if (slot && slot->dest != dest->id) {
+// Puts p in the freeing thread's batch for shard dest, opened if needed.
+void post_remote(Shard* from, std::uint32_t dest, void* p) {
+  RemoteBatch*& slot = from->outbox[dest % kOutboxCount];
+  if (slot && slot->dest != dest) {
     send(slot);
     slot = nullptr;
   }
   if (!slot) {
     slot = batch_get();
     if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
-    slot->dest = dest->id;
+    slot->dest = dest;
     slot->count = 0;
   }
   slot->chunks[slot->count++] = p;
@@ -102,10 +109,10 @@ void post_remote(Shard* from, const Shard* dest, void* p) {
 }
 
 // A thread past its exit release has no outbox: its frees go home one per batch.
-void post_remote_direct(const Shard* dest, void* p) {
+void post_remote_direct(std::uint32_t dest, void* p) {
   RemoteBatch* b = batch_get();
   if (!b) fatal(Fault::kOutOfMetadata, p, -1);
-  b->dest = dest->id;
+  b->dest = dest;
   b->count = 1;
   b->chunks[0] = p;
   send(b);
@@ -129,7 +136,7 @@ void shard_make_default_zones(Shard* s) {
   for (std::uint32_t bytes : kDefaultZoneBytes) {
     unsigned cls = size_class_of(bytes);
     if (s->current[cls] != &g_empty_zone) continue;
-    Zone* z = root_new_zone(cls, s);
+    Zone* z = new_zone(s, cls);
     if (!z) return;
     s->current[cls] = z;
 #if ISOSHARD_MLOCK_METADATA
@@ -219,13 +226,13 @@ void shard_free_slow(Zone* z, void* p) {
   if (!zone_chunk_at(*z, p, idx)) zone_bad_free(*z, p, kChunkFresh);
   ShardFront* f = t_shard;
   if (is_sentinel(f)) {
-    if (shard_thread_exited()) return post_remote_direct(static_cast<const Shard*>(z->owner), p);
+    if (shard_thread_exited()) return post_remote_direct(z->owner_id, p);
     f = shard_bind();
     if (!f) fatal(Fault::kOutOfMetadata, p, z->id);
   }
   Shard* s = static_cast<Shard*>(f);
   if (z->owner == s) return shard_free_owned(s, z, p);  // the shard just bound owns it
-  post_remote(s, static_cast<const Shard*>(z->owner), p);
+  post_remote(s, z->owner_id, p);
 }
 
 void shard_free_chores(Shard* s) {

@@ -50,6 +50,7 @@ struct alignas(2048) Zone {
   std::uintptr_t user_base;    // first chunk (big: the user pointer)
   std::uint64_t* bitmap;
   const void* owner;           // the shard whose thread may write this zone
+  std::uint32_t owner_id;      // its id: a remote free addresses its batch without reading it
   std::uint64_t canary_secret; // a canary chunk holds canary_secret ^ its address at both ends
 
   // Owner-only state (big allocations: written under the root lock). What every free reads
