@@ -220,6 +220,7 @@ void zone_release(Zone& z) {
   z.committed_chunks = 0;
   z.piece_count = 0;
   z.pieces_lost = false;
+  z.grow_fast = false;  // an idle class starts small again
   // After the metadata, as in zone_donate_tail.
   os::decommit(reinterpret_cast<void*>(z.user_base), bytes);
 }
@@ -266,6 +267,7 @@ std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes)
 
 std::size_t zone_trim(Zone& z) {
   if (z.used != 0 || z.committed_bytes <= kPooledZoneKeepBytes) return 0;
+  z.grow_fast = false;  // the next thread starts small
   std::size_t n = z.committed_bytes - kPooledZoneKeepBytes;
   os::decommit(reinterpret_cast<void*>(shrink_empty(z, kPooledZoneKeepBytes)), n);
   return n;

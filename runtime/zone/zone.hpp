@@ -70,7 +70,8 @@ struct alignas(2048) Zone {
   std::uint8_t piece_count;
   bool pieces_lost;            // more pieces than recorded: donate nothing until released
   bool lock_bitmap;            // a default zone of the main thread: mlock the bitmap as it grows
-  bool grow_fast;              // its class filled a zone of this shard: grow in full steps
+  bool grow_fast;              // its class just filled a zone of this shard: grow in full
+                               // steps (until its pages go back to the OS)
   std::uint64_t summary[kSummaryWords];
 
   std::uint32_t chunk_bytes() const { return chunk_size; }

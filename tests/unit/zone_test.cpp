@@ -173,6 +173,20 @@ TEST(Zone, AZoneStartsWithOnePageAndHandsOutItsLowestChunksFirst) {
   for (std::uintptr_t p : got) zone_free(*z, reinterpret_cast<void*>(p));
 }
 
+TEST(Zone, AFastGrowingZoneCommitsWholeStepsUntilItsPagesGoBack) {
+  Zone* z = make_zone(size_class_of(256));
+  z->grow_fast = true;  // what the shard sets when the class filled its previous zone
+  void* p = take(*z);
+  std::size_t whole = std::size_t{z->chunk_count()} * z->chunk_bytes();
+  EXPECT_EQ(z->committed_bytes, std::min(whole, kCommitMaxStepBytes));
+  zone_free(*z, p);
+  zone_release(*z);
+  p = take(*z);  // an idle class starts small again
+  EXPECT_EQ(z->committed_bytes, kCommitFirstStepBytes);
+  zone_free(*z, p);
+  EXPECT_EQ(zone_verify(*z), 0u);
+}
+
 // Pages of [p, p + n) resident in memory.
 std::size_t resident_pages(std::uintptr_t p, std::size_t n) {
   std::vector<unsigned char> v(n / kPageBytes);
