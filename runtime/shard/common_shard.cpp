@@ -5,6 +5,7 @@
 // nothing releases).
 // Its chunks are freed under the same lock, so a bad free aborts at once and a free chunk
 // is reused at once, whichever thread frees it.
+#include <atomic>
 #include <cerrno>
 
 #include "runtime/options.hpp"
@@ -16,7 +17,8 @@ namespace iso {
 namespace {
 
 constinit SpinLock g_common_lock;
-constinit Shard* g_common = nullptr;
+// Written once, under the lock; read by any thread's free to tell a common chunk.
+constinit std::atomic<Shard*> g_common{nullptr};
 // Light allocations this thread has made of each class (saturating at the limit).
 thread_local constinit std::uint8_t t_light_used[kClassCount] [[gnu::tls_model("initial-exec")]] = {};
 
@@ -28,27 +30,31 @@ bool shard_take_light(unsigned cls) {
   return true;
 }
 
-bool shard_is_common(const void* owner) { return owner != nullptr && owner == g_common; }
+bool shard_is_common(const void* owner) {
+  return owner != nullptr && owner == g_common.load(std::memory_order_acquire);
+}
 
 void* shard_alloc_common(unsigned cls, bool zero) {
   // The caller may be the process's first allocation, bound to nothing yet.
-  if (!g_common && !shard_init()) {
+  if (!g_common.load(std::memory_order_acquire) && !shard_init()) {
     errno = ENOMEM;
     return nullptr;
   }
   ShardFront* self = t_shard;
   LockGuard guard(g_common_lock);
-  if (!g_common) {
-    g_common = shard_create();
-    if (!g_common) {
+  Shard* common = g_common.load(std::memory_order_relaxed);
+  if (!common) {
+    common = shard_create();
+    if (!common) {
       errno = ENOMEM;
       return nullptr;
     }
-    g_common->bound.store(true, std::memory_order_relaxed);
+    common->bound.store(true, std::memory_order_relaxed);
+    g_common.store(common, std::memory_order_release);
   }
   // The slow path works on t_shard: point it at the common shard for the call (it takes no
   // light allocations, so it never comes back here).
-  t_shard = g_common;
+  t_shard = common;
   void* p = shard_alloc_slow(cls, zero);
   t_shard = self;
   return p;
@@ -56,12 +62,12 @@ void* shard_alloc_common(unsigned cls, bool zero) {
 
 void shard_free_common(Zone* z, void* p) {
   LockGuard guard(g_common_lock);
-  shard_free_owned(g_common, z, p);
+  shard_free_owned(g_common.load(std::memory_order_relaxed), z, p);
 }
 
 void shard_verify_common() {
   LockGuard guard(g_common_lock);
-  if (g_common) shard_verify(g_common);
+  if (Shard* common = g_common.load(std::memory_order_relaxed)) shard_verify(common);
 }
 
 void common_shard_prefork() { g_common_lock.lock(); }
