@@ -1,8 +1,6 @@
 // The common shard: a new thread's light allocations, their frees from any thread, and what a
 // pooled shard keeps of its zones. The unit tests run with no light allocations
 // (no_light_allocs.cpp); the tests here set the count themselves (read when a thread binds).
-#include <sys/mman.h>
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +11,7 @@
 #include "runtime/options.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
+#include "tests/unit/resident_pages.hpp"
 
 namespace iso {
 namespace {
@@ -106,12 +105,6 @@ TEST(CommonShard, ShortThreadsMakeNoZonesOfTheirOwn) {
   const std::uint32_t zones = root_stats().zones;
   for (int i = 0; i < 300; ++i) std::thread(body).join();
   EXPECT_EQ(root_stats().zones, zones) << "short threads made zones of their own";
-}
-
-std::size_t resident_pages(std::uintptr_t p, std::size_t n) {
-  std::vector<unsigned char> v(n / kPageBytes);
-  EXPECT_EQ(mincore(reinterpret_cast<void*>(p), n, v.data()), 0);
-  return static_cast<std::size_t>(std::count_if(v.begin(), v.end(), [](unsigned char c) { return c & 1; }));
 }
 
 TEST(CommonShard, APooledShardKeepsOnlyThePagesOfChunksStillInUse) {

@@ -2,7 +2,6 @@
 #include "runtime/zone/zone.hpp"
 
 #include <gtest/gtest.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <set>
@@ -11,6 +10,7 @@
 #include "runtime/platform.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
+#include "tests/unit/resident_pages.hpp"
 
 namespace iso {
 namespace {
@@ -185,13 +185,6 @@ TEST(Zone, AFastGrowingZoneCommitsWholeStepsUntilItsPagesGoBack) {
   EXPECT_EQ(z->committed_bytes, kCommitFirstStepBytes);
   zone_free(*z, p);
   EXPECT_EQ(zone_verify(*z), 0u);
-}
-
-// Pages of [p, p + n) resident in memory.
-std::size_t resident_pages(std::uintptr_t p, std::size_t n) {
-  std::vector<unsigned char> v(n / kPageBytes);
-  EXPECT_EQ(mincore(reinterpret_cast<void*>(p), n, v.data()), 0);
-  return static_cast<std::size_t>(std::count_if(v.begin(), v.end(), [](unsigned char c) { return c & 1; }));
 }
 
 TEST(Zone, DiscardReturnsFreePagesAndKeepsChunksInUseAndCanaries) {
