@@ -1,7 +1,7 @@
-#include "runtime/errors.hpp"
 #include "runtime/metadata_arena.hpp"
 #include "runtime/shard/id_stack.hpp"
 #include "runtime/shard/remote_batch.hpp"
+#include "runtime/shard/shard.hpp"
 
 namespace iso {
 namespace {
@@ -13,26 +13,25 @@ struct BatchLink {
 constinit MetadataArena g_batches;
 constinit IdStack<BatchLink> g_free_batches;
 constinit std::atomic<bool> g_ready{false};
-constinit std::atomic<bool> g_initing{false};
-
-void ensure_arena() {
-  if (g_ready.load(std::memory_order_acquire)) return;
-  bool expected = false;
-  if (g_initing.compare_exchange_strong(expected, true)) {
-    if (!g_batches.init(kBatchArenaBytes)) fatal(Fault::kOutOfMetadata, nullptr, -1);
-    g_ready.store(true, std::memory_order_release);
-  }
-  while (!g_ready.load(std::memory_order_acquire)) __builtin_ia32_pause();
-}
 
 }  // namespace
+
+// Under the shard-init lock, which fork's prepare handler also takes: a fork can no longer
+// land between "someone is setting the arena up" and "it is ready", which left a forked child
+// spinning forever on its first cross-thread free (ForkUnderThreads, once in a few hundred).
+bool batch_pool_init() {
+  if (g_ready.load(std::memory_order_relaxed)) return true;
+  if (!g_batches.init(kBatchArenaBytes)) return false;
+  g_ready.store(true, std::memory_order_release);
+  return true;
+}
 
 RemoteBatch* batch_by_id(std::uint32_t id) {
   return reinterpret_cast<RemoteBatch*>(g_batches.base() + std::size_t{id} * sizeof(RemoteBatch));
 }
 
 RemoteBatch* batch_get() {
-  ensure_arena();
+  if (!g_ready.load(std::memory_order_acquire) && !shard_init()) return nullptr;
   std::uint32_t id;
   if (g_free_batches.pop(id, BatchLink{})) return batch_by_id(id);
   void* p = g_batches.alloc(sizeof(RemoteBatch), sizeof(RemoteBatch));

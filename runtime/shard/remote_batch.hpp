@@ -18,6 +18,8 @@ struct RemoteBatch {
 };
 static_assert(sizeof(RemoteBatch) == 512, "batch ids map to addresses with a shift");
 
+// Sets up the batch arena; called by shard_init under the shard-init lock (idempotent).
+bool batch_pool_init();
 // A batch from the pool (or freshly carved); nullptr only when the batch arena is exhausted.
 RemoteBatch* batch_get();
 void batch_put(RemoteBatch* b);

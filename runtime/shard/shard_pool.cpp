@@ -53,6 +53,7 @@ bool shard_init() {
   if (g_ready.load(std::memory_order_relaxed)) return true;
   std::size_t table_bytes = kMaxShards * sizeof(Shard*);
   std::size_t arena_bytes = kMaxShards * ((sizeof(Shard) + 63) & ~std::size_t{63});
+  if (!batch_pool_init()) return false;
   if (!g_shard_arena.init(table_bytes + arena_bytes + sizeof(ShardStack) + kPageBytes)) return false;
   g_shard_table = static_cast<Shard**>(g_shard_arena.alloc(table_bytes, kPageBytes));
   // Boost.Lockfree's constructors are not constexpr: build it here, in our own memory.
