@@ -20,13 +20,18 @@ ISO_ALWAYS_INLINE void* shard_malloc_small(std::size_t bytes) {
   return shard_alloc_slow(cls, Zero);
 }
 
-// Frees p into zone z, which shard s owns (every path that frees locally: the hot path, a
-// free that bound the thread first, the inbox drain).
-ISO_ALWAYS_INLINE void shard_free_owned(Shard* s, Zone* z, void* p) {
-  zone_free(*z, p);
-  // Full zone with room again, or a newly empty zone to offer as a donor.
+// After a free into zone z, which shard s owns: a full zone with room again, or a newly
+// empty zone to offer as a donor.
+ISO_ALWAYS_INLINE void shard_note_free(Shard* s, Zone* z) {
   if (ISO_UNLIKELY(!z->listed) || ISO_UNLIKELY(z->used == 0 && !z->donor_listed))
     shard_zone_event(s, z);
+}
+
+// Frees p into zone z, which shard s owns (the hot path, a free that bound the thread first,
+// the common shard's frees).
+ISO_ALWAYS_INLINE void shard_free_owned(Shard* s, Zone* z, void* p) {
+  zone_free(*z, p);
+  shard_note_free(s, z);
 }
 
 ISO_ALWAYS_INLINE void shard_free(void* p) {

@@ -14,8 +14,20 @@ struct RemoteBatch {
   std::uint32_t id;
   std::uint32_t dest;               // destination shard id
   std::uint32_t count;
-  void* chunks[kRemoteBatchChunks];
+  // Chunks as (zone id, chunk index), found and checked by the freeing thread: the owner
+  // goes straight to the bitmap word.
+  std::uint64_t entries[kRemoteBatchChunks];
 };
+
+ISO_ALWAYS_INLINE std::uint64_t remote_entry(std::uint32_t zone_id, std::uint32_t idx) {
+  return std::uint64_t{zone_id} << 32 | idx;
+}
+ISO_ALWAYS_INLINE std::uint32_t remote_entry_zone(std::uint64_t e) {
+  return static_cast<std::uint32_t>(e >> 32);
+}
+ISO_ALWAYS_INLINE std::uint32_t remote_entry_chunk(std::uint64_t e) {
+  return static_cast<std::uint32_t>(e);
+}
 static_assert(sizeof(RemoteBatch) == 512, "batch ids map to addresses with a shift");
 
 // Sets up the batch arena; called by shard_init under the shard-init lock (idempotent).

@@ -45,7 +45,10 @@ std::size_t take_from_donors(void* ctx, std::uintptr_t dst, std::size_t bytes) {
 // A new zone of class cls owned by s; nullptr when out of address space.
 Zone* new_zone(Shard* s, unsigned cls) {
   Zone* z = root_new_zone(cls, s);
-  if (z) z->owner_id = s->id;  // before any chunk of it is handed out
+  if (z) {  // before any chunk of it is handed out
+    z->owner_id = s->id;
+    z->common = shard_is_common(s);
+  }
   return z;
 }
 
@@ -87,35 +90,53 @@ Zone* switch_zone(Shard* s, unsigned cls) {
 // Sends a batch to its destination's inbox.
 void send(RemoteBatch* b) { shard_by_id(b->dest)->inbox.push(b); }
 
-// Puts p in the freeing thread's batch for shard dest, opened if needed.
-void post_remote(Shard* from, std::uint32_t dest, void* p) {
+// Opens a batch for shard dest in an outbox slot, sending the batch there (for another shard).
+ISO_COLD RemoteBatch* open_batch(RemoteBatch*& slot, std::uint32_t dest, const void* p) {
+  if (slot) send(slot);
+  slot = batch_get();
+  if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
+  slot->dest = dest;
+  slot->count = 0;
+  return slot;
+}
+
+// Puts chunk idx of zone z (at p) in the freeing thread's batch for the zone's owner.
+ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx, const void* p) {
+  std::uint32_t dest = z->owner_id;
   RemoteBatch*& slot = from->outbox[dest % kOutboxCount];
-  if (slot && slot->dest != dest) {
-    send(slot);
-    slot = nullptr;
-  }
-  if (!slot) {
-    slot = batch_get();
-    if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
-    slot->dest = dest;
-    slot->count = 0;
-  }
-  slot->chunks[slot->count++] = p;
+  RemoteBatch* b = slot;
+  if (ISO_UNLIKELY(!b || b->dest != dest)) b = open_batch(slot, dest, p);
+  std::uint32_t n = b->count;
+  b->entries[n] = remote_entry(z->id, idx);
+  b->count = n + 1;
   ++from->remote_frees_sent;
-  if (slot->count == kRemoteBatchChunks) {
-    send(slot);
+  if (ISO_UNLIKELY(n + 1 == kRemoteBatchChunks)) {
+    send(b);
     slot = nullptr;
   }
 }
 
 // A thread past its exit release has no outbox: its frees go home one per batch.
-void post_remote_direct(std::uint32_t dest, void* p) {
+void post_remote_direct(const Zone* z, std::uint32_t idx, const void* p) {
   RemoteBatch* b = batch_get();
   if (!b) fatal(Fault::kOutOfMetadata, p, -1);
-  b->dest = dest;
+  b->dest = z->owner_id;
   b->count = 1;
-  b->chunks[0] = p;
+  b->entries[0] = remote_entry(z->id, idx);
   send(b);
+}
+
+// Frees of big allocations and of addresses in slots that hold nothing.
+ISO_COLD void free_outside_zones(Zone* z, void* p) {
+  switch (z->kind) {
+    case SlotKind::kBig:
+    case SlotKind::kBigTail:
+      return root_big_free(*z, p);
+    case SlotKind::kUnused:
+    case SlotKind::kZone:
+      break;
+  }
+  fatal(Fault::kInvalidFree, p, -1);
 }
 
 }  // namespace
@@ -210,29 +231,23 @@ void shard_free_slow(Zone* z, void* p) {
     if (p == nullptr) return;
     fatal(Fault::kInvalidFree, p, -1);
   }
-  switch (z->kind) {
-    case SlotKind::kBig:
-    case SlotKind::kBigTail:
-      root_big_free(*z, p);
-      return;
-    case SlotKind::kUnused:
-      fatal(Fault::kInvalidFree, p, -1);
-    case SlotKind::kZone:
-      break;
-  }
-  if (shard_is_common(z->owner)) return shard_free_common(z, p);
+  if (ISO_UNLIKELY(z->kind != SlotKind::kZone)) return free_outside_zones(z, p);
+  if (z->common) return shard_free_common(z, p);
   // Cheap checks here, so the fault names the freeing thread; the owner checks the state.
   std::uint32_t idx;
   if (!zone_chunk_at(*z, p, idx)) zone_bad_free(*z, p, kChunkFresh);
   ShardFront* f = t_shard;
-  if (is_sentinel(f)) {
-    if (shard_thread_exited()) return post_remote_direct(z->owner_id, p);
+  if (ISO_UNLIKELY(is_sentinel(f))) {
+    if (shard_thread_exited()) return post_remote_direct(z, idx, p);
     f = shard_bind();
     if (!f) fatal(Fault::kOutOfMetadata, p, z->id);
   }
   Shard* s = static_cast<Shard*>(f);
-  if (z->owner == s) return shard_free_owned(s, z, p);  // the shard just bound owns it
-  post_remote(s, z->owner_id, p);
+  if (z->owner == s) {  // the shard just bound owns it
+    zone_free_at(*z, idx);
+    return shard_note_free(s, z);
+  }
+  post_remote(s, z, idx, p);
 }
 
 void shard_free_chores(Shard* s) {
@@ -244,7 +259,11 @@ void shard_free_chores(Shard* s) {
 void shard_drain_inbox(Shard* s) {
   s->inbox.drain([s](RemoteBatch* b) {
     for (std::uint32_t i = 0; i < b->count; ++i) {
-      shard_free_owned(s, zone_of(b->chunks[i]), b->chunks[i]);
+      std::uint64_t e = b->entries[i];
+      Zone* z = &g_zones[remote_entry_zone(e)];
+      if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, z, z->id);
+      zone_free_at(*z, remote_entry_chunk(e));
+      shard_note_free(s, z);
     }
     s->remote_frees_received += b->count;
     batch_put(b);

@@ -27,12 +27,8 @@ std::uint32_t canary_index(const Zone& z, std::uint32_t group) {
   return group * kCanaryGroupChunks + static_cast<std::uint32_t>(r % kCanaryGroupChunks);
 }
 
-std::uintptr_t chunk_addr(const Zone& z, std::uint32_t idx) {
-  return z.user_base + std::uintptr_t{idx} * z.chunk_bytes();
-}
-
 void write_canary(Zone& z, std::uint32_t idx) {
-  std::uintptr_t c = chunk_addr(z, idx);
+  std::uintptr_t c = zone_chunk_addr(z, idx);
   std::uint64_t v = canary_value(z, c);
   std::memcpy(reinterpret_cast<void*>(c), &v, sizeof v);
   std::memcpy(reinterpret_cast<void*>(c + z.chunk_bytes() - sizeof v), &v, sizeof v);
@@ -341,7 +337,7 @@ void zone_rebuild(Zone& z) {
 
 void zone_check_canary(const Zone& z, std::uint32_t idx) {
   if (idx >= z.committed_chunks) return;  // not committed: nothing to check
-  std::uintptr_t c = chunk_addr(z, idx);
+  std::uintptr_t c = zone_chunk_addr(z, idx);
   std::uint64_t head, tail, want = canary_value(z, c);
   std::memcpy(&head, reinterpret_cast<void*>(c), sizeof head);
   std::memcpy(&tail, reinterpret_cast<void*>(c + z.chunk_bytes() - sizeof tail), sizeof tail);
@@ -355,7 +351,7 @@ void zone_check_neighbours(const Zone& z, std::uint32_t idx) {
 }
 
 void zone_canary_fault(const Zone& z, std::uint32_t idx) {
-  fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(chunk_addr(z, idx)), z.id, z.chunk_bytes());
+  fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(zone_chunk_addr(z, idx)), z.id, z.chunk_bytes());
 }
 
 void zone_bad_free(const Zone& z, const void* p, std::uint64_t state) {
@@ -368,7 +364,7 @@ std::uint32_t zone_verify(const Zone& z) {
   for (std::uint32_t i = 0; i < z.chunk_count(); ++i) {
     std::uint64_t s = chunk_state(z.bitmap, i);
     if (i >= z.committed_chunks && s != kChunkFresh)
-      fatal(Fault::kCorruptMetadata, reinterpret_cast<void*>(chunk_addr(z, i)), z.id,
+      fatal(Fault::kCorruptMetadata, reinterpret_cast<void*>(zone_chunk_addr(z, i)), z.id,
             z.chunk_bytes());
     if (s == kChunkInUse) ++in_use;
     if (s == kChunkCanary) zone_check_canary(z, i);

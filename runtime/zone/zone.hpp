@@ -8,7 +8,7 @@
 //   summary bit w   is set for every bitmap word w holding a free chunk that is not in
 //                      the cache (it may also be set for words that hold none)
 //   only the owner shard's thread writes a zone; other threads read the immutable
-//   fields (kind, cls, user_base, owner) to route a free home.
+//   fields (kind, common, user_base, owner, owner_id) to route a free home.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -44,6 +44,7 @@ struct alignas(2048) Zone {
   // it away from the owner: with `used` in it, a producer/consumer pair ran at half speed.
   SlotKind kind;
   std::uint8_t cls;
+  bool common;                 // the common shard's: freed under its lock, never sent home
   std::uint32_t id;            // slot index
   std::uint32_t chunk_size;    // kClasses[cls] copied here: one load less on the hot path
   std::uint64_t recip;
@@ -128,11 +129,16 @@ ISO_COLD [[noreturn]] void zone_canary_fault(const Zone& z, std::uint32_t idx);
 // Checks the canary words next to chunk idx (its neighbours may sit in other bitmap words).
 [[gnu::noinline]] void zone_check_neighbours(const Zone& z, std::uint32_t idx);
 
+// Address of chunk idx.
+ISO_ALWAYS_INLINE std::uintptr_t zone_chunk_addr(const Zone& z, std::uint32_t idx) {
+  return z.user_base + std::uintptr_t{idx} * z.chunk_bytes();
+}
+
 // The canary word of chunk idx that an overflow out of a neighbour would hit first: its
 // head when the neighbour is below, its tail when above. One load and an xor.
 ISO_ALWAYS_INLINE void zone_check_canary_word(const Zone& z, std::uint32_t idx, bool head) {
   if (idx >= z.committed_chunks) return;  // not committed: nothing to check
-  std::uintptr_t c = z.user_base + std::uintptr_t{idx} * z.chunk_bytes();
+  std::uintptr_t c = zone_chunk_addr(z, idx);
   std::uintptr_t at = head ? c : c + z.chunk_bytes() - sizeof(std::uint64_t);
   std::uint64_t v;
   std::memcpy(&v, reinterpret_cast<const void*>(at), sizeof v);
@@ -147,7 +153,7 @@ ISO_ALWAYS_INLINE void* zone_pop(Zone& z) {
   std::uint32_t idx = z.cache.pop();
   std::uint64_t prev = set_chunk_state(z.bitmap, idx, kChunkInUse);
   ++z.used;
-  void* p = reinterpret_cast<void*>(z.user_base + std::uintptr_t{idx} * z.chunk_bytes());
+  void* p = reinterpret_cast<void*>(zone_chunk_addr(z, idx));
   if constexpr (Zero) {
     if (prev != kChunkFresh) std::memset(p, 0, z.chunk_bytes());
   }
@@ -162,17 +168,15 @@ ISO_ALWAYS_INLINE bool zone_chunk_at(const Zone& z, const void* p, std::uint32_t
   return off < kZoneUserBytes && std::uint64_t{idx} * z.chunk_bytes() == off;
 }
 
-// Frees a chunk of this zone (the caller's thread owns it). Aborts on a pointer that is not
-// the start of a chunk in use.
-ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
-  std::uint32_t idx;
-  if (ISO_UNLIKELY(!zone_chunk_at(z, p, idx))) zone_bad_free(z, p, kChunkFresh);
+// Frees chunk idx of this zone (the caller's thread owns it). Aborts unless it is in use.
+ISO_ALWAYS_INLINE void zone_free_at(Zone& z, std::uint32_t idx) {
   // One load and one store of the bitmap word; the neighbours' states come from the same
   // register (back-to-back frees in one word then do not wait on their own stores).
   std::uint64_t* wp = &z.bitmap[idx >> 5];
   std::uint64_t w = *wp;
   unsigned sh = bitmap_shift(idx);
-  if (ISO_UNLIKELY(((w >> sh) & 3u) != kChunkInUse)) zone_bad_free(z, p, (w >> sh) & 3u);
+  if (ISO_UNLIKELY(((w >> sh) & 3u) != kChunkInUse))
+    zone_bad_free(z, reinterpret_cast<void*>(zone_chunk_addr(z, idx)), (w >> sh) & 3u);
   w ^= std::uint64_t{3} << sh;  // in use (01) -> freed (10)
   *wp = w;
   --z.used;
@@ -186,7 +190,7 @@ ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
   if (ISO_UNLIKELY(((idx + 1) & 31u) < 2)) zone_check_neighbours(z, idx);
 #endif
 #if ISOSHARD_SANITIZE_CHUNKS
-  std::memset(p, 0xde, z.chunk_bytes());
+  std::memset(reinterpret_cast<void*>(zone_chunk_addr(z, idx)), 0xde, z.chunk_bytes());
 #endif
   if (ISO_LIKELY(!z.cache.full())) {
     z.cache.push(idx);
@@ -194,6 +198,14 @@ ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
     std::uint32_t w = idx >> 5;
     z.summary[w >> 6] |= std::uint64_t{1} << (w & 63);
   }
+}
+
+// Frees a chunk of this zone (the caller's thread owns it). Aborts on a pointer that is not
+// the start of a chunk in use.
+ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
+  std::uint32_t idx;
+  if (ISO_UNLIKELY(!zone_chunk_at(z, p, idx))) zone_bad_free(z, p, kChunkFresh);
+  zone_free_at(z, idx);
 }
 
 }  // namespace iso
