@@ -3,8 +3,16 @@
 // strands memory in allocators with per-thread caches if remote frees are not
 // handed back to the owner.
 //
-// usage: producer_consumer [producers=2] [consumers=2] [items=4000000]
+// usage: producer_consumer [producers=2] [consumers=2] [items=4000000] [placement=any]
 // One op = one malloc (producer) + one free (consumer).
+//
+// placement pins the threads (CPU numbers modulo the CPUs the process may use):
+//   any     the scheduler decides (the default, and what bench.sh runs)
+//   paired  consumer c on CPU c, each producer on its consumer's CPU: chunks never cross cores
+//   crossed consumer c on CPU c, each producer on the next CPU: every chunk crosses cores
+//   split   producers on the first CPU, consumers on the second
+// With more threads than cores the scheduler's placement decides which of these a run is
+// closest to, and they differ by up to 1.5x: the pinned modes show each one alone.
 //
 // Each producer hands its chunks to one consumer through its own single-producer,
 // single-consumer ring (consumer c serves producers c, c + C, ...). The hand-off costs a
@@ -13,9 +21,13 @@
 // briefly, then yields (never sleeps a fixed time: with more threads than cores, fixed sleeps
 // made the wall time follow the sleep granularity, and runs of one allocator swung by 3x
 // with the cores mostly idle).
+#include <pthread.h>
+#include <sched.h>
+
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -97,12 +109,37 @@ void consume(std::vector<SpscRing*> rings) {
   }
 }
 
+enum class Placement { kAny, kPaired, kCrossed, kSplit };
+
+Placement placement_arg(int argc, char** argv) {
+  if (argc <= 4 || std::strcmp(argv[4], "any") == 0) return Placement::kAny;
+  if (std::strcmp(argv[4], "paired") == 0) return Placement::kPaired;
+  if (std::strcmp(argv[4], "crossed") == 0) return Placement::kCrossed;
+  if (std::strcmp(argv[4], "split") == 0) return Placement::kSplit;
+  std::fprintf(stderr, "bad placement '%s' (want any, paired, crossed or split)\n", argv[4]);
+  std::exit(2);
+}
+
+// Pins a thread to the k-th CPU this process may run on (k modulo their count).
+void pin(std::thread& t, long k) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpus[static_cast<size_t>(k) % cpus.size()], &one);
+  pthread_setaffinity_np(t.native_handle(), sizeof one, &one);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const long producers = bench::arg_or(argc, argv, 1, 2);
   const long consumers = bench::arg_or(argc, argv, 2, 2);
   const long items = bench::arg_or(argc, argv, 3, 4000000);
+  const Placement placement = placement_arg(argc, argv);
 
   // Before the clock: the rings' memory is the harness's, not the workload's.
   std::vector<std::unique_ptr<SpscRing>> rings;
@@ -112,17 +149,25 @@ int main(int argc, char** argv) {
 
   const double start = bench::now_seconds();
   std::vector<std::thread> consumer_threads, producer_threads;
-  for (long c = 0; c < consumers; c++) consumer_threads.emplace_back(consume, served[c]);
+  for (long c = 0; c < consumers; c++) {
+    consumer_threads.emplace_back(consume, served[c]);
+    if (placement == Placement::kSplit) pin(consumer_threads.back(), 1);
+    else if (placement != Placement::kAny) pin(consumer_threads.back(), c);
+  }
   for (long p = 0; p < producers; p++) {
     // Spread the remainder so exactly `items` chunks are produced.
     long share = items / producers + (p < items % producers ? 1 : 0);
     producer_threads.emplace_back(produce, rings[p].get(), share, static_cast<uint64_t>(p + 1));
+    // Pinned after it starts: its first allocations may run on any CPU (a few of millions).
+    if (placement == Placement::kSplit) pin(producer_threads.back(), 0);
+    else if (placement == Placement::kPaired) pin(producer_threads.back(), p % consumers);
+    else if (placement == Placement::kCrossed) pin(producer_threads.back(), p % consumers + 1);
   }
   for (auto& t : producer_threads) t.join();
   for (auto& t : consumer_threads) t.join();
   const double elapsed = bench::now_seconds() - start;
 
-  std::printf("producer_consumer: %ld producers, %ld consumers, %ld items in %.3f s: %.0f ops/s\n",
+  std::printf("producer_consumer: %ld producers, %ld consumers, %ld items in %.4f s: %.0f ops/s\n",
               producers, consumers, items, elapsed, static_cast<double>(items) / elapsed);
   return 0;
 }
