@@ -13,12 +13,16 @@
 #   BENCH_SKIP_INSTALL=1   do not check/install Debian packages
 #   BENCH_SKIP_BUILD=1     use the binaries already in $BUILD_DIR
 #
-# Per workload and allocator: one smoke run (catches crashes, hangs and a
+# Per workload: one smoke run per allocator (catches crashes, hangs and a
 # library that cannot be preloaded: that allocator is reported FAILED and the
-# run goes on), then hyperfine for the median wall time, then BENCH_RUNS runs
-# under /usr/bin/time for the median peak RSS and the program's own figure,
-# then perf stat for task-clock and page faults. RSS and perf are separate
-# passes because perf's own ~14 MiB would otherwise mask small peak RSS.
+# run goes on), then BENCH_RUNS rounds. A round runs every allocator in turn,
+# each once under hyperfine (wall time), once under /usr/bin/time (peak RSS and
+# the program's own figure) and once under perf stat (task-clock, page faults),
+# starting one allocator later each round; every column is the median over the
+# rounds. Interleaving matters on a shared host: a slow spell then hits every
+# allocator alike, where consecutive runs of one allocator put it on one of
+# them. RSS and perf are separate runs because perf's own ~14 MiB would
+# otherwise mask small peak RSS.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -134,14 +138,6 @@ smoke_run() { # dir allocator cmd...
   if grep -q 'cannot be preloaded' "$dir/smoke.err"; then echo "cannot be preloaded" >"$dir/failure"; return 1; fi
 }
 
-median_wall_seconds() { # dir cmd...
-  local dir=$1; shift
-  timeout "$((BENCH_TIMEOUT * (BENCH_RUNS + 1)))" \
-    hyperfine -N --runs "$BENCH_RUNS" --export-json "$dir/hyperfine.json" "$(printf '%q ' "$@")" \
-    >"$dir/hyperfine.log" 2>&1 || return 1
-  sed -nE 's/.*"median": *([0-9.eE+-]+).*/\1/p' "$dir/hyperfine.json" | head -n1
-}
-
 median() { sort -g | awk '{ v[NR] = $1 } END {
   if (NR == 0) { print "n/a"; exit }
   print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -158,58 +154,50 @@ metric_label() {
   case $1 in malloc_cmp*) echo "phases s" ;; thread_churn) echo "elapsed s" ;; *) echo "Mops/s" ;; esac
 }
 
-# Prints "peak_rss_mib reported_metric", medians over BENCH_RUNS runs.
-rss_and_metric() { # dir binary cmd...
-  local dir=$1 binary=$2; shift 2
-  local i
-  for ((i = 1; i <= BENCH_RUNS; i++)); do
-    timeout --kill-after=5 "$BENCH_TIMEOUT" /usr/bin/time -f %M -o "$dir/rss.$i" "$@" \
-      >"$dir/run.$i.out" 2>"$dir/run.$i.err" || return 1
-  done
-  local rss metric
-  rss=$(for ((i = 1; i <= BENCH_RUNS; i++)); do tail -n1 "$dir/rss.$i"; done | median)
-  metric=$(for ((i = 1; i <= BENCH_RUNS; i++)); do reported_metric "$binary" "$dir/run.$i.out"; done | median)
-  awk -v k="$rss" -v m="$metric" 'BEGIN { printf "%.1f %s\n", k / 1024, m }'
-}
-
-# Prints "task_clock_ms page_faults" (perf's mean over BENCH_RUNS), or n/a.
-perf_counters() { # dir cmd...
-  local dir=$1; shift
-  if [[ -z $PERF_CMD ]]; then echo "n/a n/a"; return; fi
-  timeout "$((BENCH_TIMEOUT * (BENCH_RUNS + 1)))" "$PERF_CMD" stat -r "$BENCH_RUNS" -x, \
-    -o "$dir/perf.csv" -e task-clock,page-faults -- "$@" >/dev/null 2>"$dir/perf.err" || return 1
-  awk -F, '$3 ~ /^task-clock/ { t = $1 } $3 ~ /^page-faults/ { f = $1 }
-    END { printf "%s %s\n", (t ~ /^[0-9.]+$/ ? sprintf("%.1f", t) : "n/a"), (f ~ /^[0-9]+$/ ? f : "n/a") }' "$dir/perf.csv"
-}
-
-# Appends one line to $RAW_DIR/<workload>/results.tsv:
-# allocator status wall_s metric rss_mib task_clock_ms page_faults note
-measure() { # workload binary args allocator
-  local workload=$1 binary=$2 args=$3 alloc=$4
-  local dir=$RAW_DIR/$workload/$alloc results=$RAW_DIR/$workload/results.tsv
-  mkdir -p "$dir"
-  # glibc clears LD_PRELOAD so nothing inherited leaks into the baseline.
-  local -a cmd=(env -u LD_PRELOAD)
-  [[ -n ${PRELOAD[$alloc]} ]] && cmd=(env "LD_PRELOAD=${PRELOAD[$alloc]}")
+# The command line that runs a workload under an allocator; glibc clears LD_PRELOAD so
+# nothing inherited leaks into the baseline.
+allocator_cmd() { # array-name allocator binary args
+  local -n out=$1
+  out=(env -u LD_PRELOAD)
+  [[ -n ${PRELOAD[$2]} ]] && out=(env "LD_PRELOAD=${PRELOAD[$2]}")
   # shellcheck disable=SC2206  # args is a word list on purpose
-  cmd+=("$PERF_DIR/$binary" $args)
-  printf '    %-9s ' "$alloc"
+  out+=("$PERF_DIR/$3" $4)
+}
 
-  local wall rss_metric rss metric counters task faults
-  if ! smoke_run "$dir" "$alloc" "${cmd[@]}"; then
-    record_failure "$results" "$alloc" "$(cat "$dir/failure")"; return 0
+# Round r for one allocator: one run of each kind. Fails (with a reason in $dir/failure)
+# when the workload fails; perf failing only leaves that round's counters out.
+measure_round() { # dir round cmd...
+  local dir=$1 r=$2; shift 2
+  if ! timeout "$BENCH_TIMEOUT" hyperfine -N --runs 1 --export-json "$dir/hyperfine.$r.json"       "$(printf '%q ' "$@")" >"$dir/hyperfine.$r.log" 2>&1; then
+    echo "failed under hyperfine, see $dir/hyperfine.$r.log" >"$dir/failure"; return 1
   fi
-  if ! wall=$(median_wall_seconds "$dir" "${cmd[@]}"); then
-    record_failure "$results" "$alloc" "failed under hyperfine, see $dir/hyperfine.log"; return 0
+  if ! timeout --kill-after=5 "$BENCH_TIMEOUT" /usr/bin/time -f %M -o "$dir/rss.$r" "$@"       >"$dir/run.$r.out" 2>"$dir/run.$r.err"; then
+    echo "failed under /usr/bin/time, see $dir/run.$r.err" >"$dir/failure"; return 1
   fi
-  if ! rss_metric=$(rss_and_metric "$dir" "$binary" "${cmd[@]}"); then
-    record_failure "$results" "$alloc" "failed under /usr/bin/time, see $dir/run.*.err"; return 0
+  if [[ -n $PERF_CMD ]]; then
+    timeout "$BENCH_TIMEOUT" "$PERF_CMD" stat -x, -o "$dir/perf.$r.csv" -e task-clock,page-faults \
+      -- "$@" >/dev/null 2>"$dir/perf.$r.err" || rm -f "$dir/perf.$r.csv"
   fi
-  counters=$(perf_counters "$dir" "${cmd[@]}") || counters="n/a n/a"
-  read -r rss metric <<<"$rss_metric"
-  read -r task faults <<<"$counters"
-  printf 'ok (median wall %.3f s)\n' "$wall"
-  printf '%s\tok\t%s\t%s\t%s\t%s\t%s\t\n' "$alloc" "$wall" "$metric" "$rss" "$task" "$faults" >>"$results"
+}
+
+# Prints "wall_s metric rss_mib task_clock_ms page_faults", each the median over the
+# rounds (n/a where no round has it).
+summarize_rounds() { # dir binary
+  local dir=$1 binary=$2 r wall metric rss task faults
+  wall=$(for ((r = 1; r <= BENCH_RUNS; r++)); do
+    sed -nE 's/.*"median": *([0-9.eE+-]+).*/\1/p' "$dir/hyperfine.$r.json" | head -n1; done | median)
+  metric=$(for ((r = 1; r <= BENCH_RUNS; r++)); do reported_metric "$binary" "$dir/run.$r.out"; done | median)
+  rss=$(for ((r = 1; r <= BENCH_RUNS; r++)); do tail -n1 "$dir/rss.$r"; done | median)
+  task=$(for ((r = 1; r <= BENCH_RUNS; r++)); do
+    [[ -f $dir/perf.$r.csv ]] && awk -F, '$3 ~ /^task-clock/ && $1 ~ /^[0-9.]+$/ { print $1 }' "$dir/perf.$r.csv"
+  done | median)
+  faults=$(for ((r = 1; r <= BENCH_RUNS; r++)); do
+    [[ -f $dir/perf.$r.csv ]] && awk -F, '$3 ~ /^page-faults/ && $1 ~ /^[0-9]+$/ { print $1 }' "$dir/perf.$r.csv"
+  done | median)
+  [[ $task != n/a ]] && task=$(awk -v t="$task" 'BEGIN { printf "%.1f", t }')
+  [[ $faults != n/a ]] && faults=$(awk -v f="$faults" 'BEGIN { printf "%.0f", f }')
+  awk -v w="$wall" -v m="$metric" -v k="$rss" -v t="$task" -v f="$faults" \
+    'BEGIN { printf "%s %s %.1f %s %s\n", w, m, k / 1024, t, f }'
 }
 
 record_failure() { # results allocator reason
@@ -278,15 +266,43 @@ print_churn_growth() {
 # --- main ------------------------------------------------------------------------
 
 run_workload() { # "name|binary|args"
-  local workload binary args alloc
+  local workload binary args alloc dir r k
   IFS='|' read -r workload binary args <<<"$1"
   [[ -x $PERF_DIR/$binary ]] || die "$PERF_DIR/$binary missing; did the build succeed?"
   rm -rf "${RAW_DIR:?}/$workload"
   mkdir -p "$RAW_DIR/$workload"
+  local results=$RAW_DIR/$workload/results.tsv
   printf '#allocator\tstatus\twall_s\t%s\tpeak_rss_mib\ttask_clock_ms\tpage_faults\tnote\n' \
-    "$(metric_label "$binary" | tr ' ' _)" >"$RAW_DIR/$workload/results.tsv"
+    "$(metric_label "$binary" | tr ' ' _)" >"$results"
   log "$workload: $binary $args"
-  for alloc in "${ALLOCATORS[@]}"; do measure "$workload" "$binary" "$args" "$alloc"; done
+
+  local -a usable=() cmd
+  for alloc in "${ALLOCATORS[@]}"; do
+    dir=$RAW_DIR/$workload/$alloc
+    mkdir -p "$dir"
+    allocator_cmd cmd "$alloc" "$binary" "$args"
+    smoke_run "$dir" "$alloc" "${cmd[@]}" && usable+=("$alloc")
+  done
+  for ((r = 1; r <= BENCH_RUNS; r++)); do
+    printf '    round %d/%d\n' "$r" "$BENCH_RUNS"
+    for ((k = 0; k < ${#usable[@]}; k++)); do
+      alloc=${usable[(k + r - 1) % ${#usable[@]}]}
+      dir=$RAW_DIR/$workload/$alloc
+      [[ -f $dir/failure ]] && continue
+      allocator_cmd cmd "$alloc" "$binary" "$args"
+      measure_round "$dir" "$r" "${cmd[@]}" || true
+    done
+  done
+
+  local wall metric rss task faults
+  for alloc in "${ALLOCATORS[@]}"; do
+    dir=$RAW_DIR/$workload/$alloc
+    printf '    %-9s ' "$alloc"
+    if [[ -f $dir/failure ]]; then record_failure "$results" "$alloc" "$(cat "$dir/failure")"; continue; fi
+    read -r wall metric rss task faults <<<"$(summarize_rounds "$dir" "$binary")"
+    printf 'ok (median wall %.3f s)\n' "$wall"
+    printf '%s\tok\t%s\t%s\t%s\t%s\t%s\t\n' "$alloc" "$wall" "$metric" "$rss" "$task" "$faults" >>"$results"
+  done
 }
 
 main() {
@@ -306,7 +322,8 @@ main() {
   {
     echo
     echo "# isoshard benchmark summary ($(date -u +%FT%TZ), $(nproc) cores, BENCH_RUNS=$BENCH_RUNS)"
-    echo "# wall = hyperfine median; task-clock, page faults = perf mean; peak RSS = median of /usr/bin/time %M"
+    echo "# every column is a median over BENCH_RUNS rounds; a round runs each allocator once, in turn"
+    echo "# (wall: hyperfine; task-clock, page faults: perf stat; peak RSS: /usr/bin/time %M)"
     echo "# wall / isoshard > 1: slower than isoshard"
     print_table malloc_cmp malloc_cmp ""
     print_phase_lines
