@@ -168,10 +168,12 @@ allocator_cmd() { # array-name allocator binary args
 # when the workload fails; perf failing only leaves that round's counters out.
 measure_round() { # dir round cmd...
   local dir=$1 r=$2; shift 2
-  if ! timeout "$BENCH_TIMEOUT" hyperfine -N --runs 1 --export-json "$dir/hyperfine.$r.json"       "$(printf '%q ' "$@")" >"$dir/hyperfine.$r.log" 2>&1; then
+  if ! timeout "$BENCH_TIMEOUT" hyperfine -N --runs 1 --export-json "$dir/hyperfine.$r.json" \
+      "$(printf '%q ' "$@")" >"$dir/hyperfine.$r.log" 2>&1; then
     echo "failed under hyperfine, see $dir/hyperfine.$r.log" >"$dir/failure"; return 1
   fi
-  if ! timeout --kill-after=5 "$BENCH_TIMEOUT" /usr/bin/time -f %M -o "$dir/rss.$r" "$@"       >"$dir/run.$r.out" 2>"$dir/run.$r.err"; then
+  if ! timeout --kill-after=5 "$BENCH_TIMEOUT" /usr/bin/time -f %M -o "$dir/rss.$r" "$@" \
+      >"$dir/run.$r.out" 2>"$dir/run.$r.err"; then
     echo "failed under /usr/bin/time, see $dir/run.$r.err" >"$dir/failure"; return 1
   fi
   if [[ -n $PERF_CMD ]]; then

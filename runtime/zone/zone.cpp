@@ -351,7 +351,8 @@ void zone_check_neighbours(const Zone& z, std::uint32_t idx) {
 }
 
 void zone_canary_fault(const Zone& z, std::uint32_t idx) {
-  fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(zone_chunk_addr(z, idx)), z.id, z.chunk_bytes());
+  fatal(Fault::kCanaryOverwritten, reinterpret_cast<void*>(zone_chunk_addr(z, idx)), z.id,
+        z.chunk_bytes());
 }
 
 void zone_bad_free(const Zone& z, const void* p, std::uint64_t state) {
