@@ -17,6 +17,10 @@ class SpinLock {
       }
     }
   }
+  // False at once when the lock is held: for work that whoever comes next can do as well.
+  bool try_lock() {
+    return !flag_.load(std::memory_order_relaxed) && !flag_.exchange(true, std::memory_order_acquire);
+  }
   void unlock() { flag_.store(false, std::memory_order_release); }
   // After fork the child's only thread may find the lock held by a thread that no longer exists.
   void reset_in_child() { flag_.store(false, std::memory_order_relaxed); }

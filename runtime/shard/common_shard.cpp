@@ -19,8 +19,18 @@ namespace {
 constinit SpinLock g_common_lock;
 // Written once, under the lock; read by any thread's free to tell a common chunk.
 constinit std::atomic<Shard*> g_common{nullptr};
+// Whether the common shard lists empty zones, set under the lock: other threads' slow paths
+// read it to know there is something to purge without taking the lock.
+constinit std::atomic<bool> g_common_has_donors{false};
 // Light allocations this thread has made of each class (saturating at the limit).
 thread_local constinit std::uint8_t t_light_used[kClassCount] [[gnu::tls_model("initial-exec")]] = {};
+
+// Under the lock, after the common shard's zones changed.
+void note_donors(const Shard* common) {
+  bool has = common->donors != kNoZone;
+  if (g_common_has_donors.load(std::memory_order_relaxed) != has)
+    g_common_has_donors.store(has, std::memory_order_relaxed);
+}
 
 }  // namespace
 
@@ -57,12 +67,26 @@ void* shard_alloc_common(unsigned cls, bool zero) {
   t_shard = common;
   void* p = shard_alloc_slow(cls, zero);
   t_shard = self;
+  note_donors(common);
   return p;
 }
 
 void shard_free_common(Zone* z, void* p) {
   LockGuard guard(g_common_lock);
-  shard_free_owned(g_common.load(std::memory_order_relaxed), z, p);
+  Shard* common = g_common.load(std::memory_order_relaxed);
+  shard_free_owned(common, z, p);
+  note_donors(common);
+}
+
+bool common_shard_has_donors() { return g_common_has_donors.load(std::memory_order_relaxed); }
+
+void common_shard_purge() {
+  Shard* common = g_common.load(std::memory_order_acquire);
+  // Held: its owner is busy in it, and the next slow path of anyone tries again.
+  if (!common || !g_common_lock.try_lock()) return;
+  shard_purge_donors(common, false);
+  note_donors(common);
+  g_common_lock.unlock();
 }
 
 void shard_verify_common() {

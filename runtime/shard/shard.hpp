@@ -92,6 +92,12 @@ bool shard_is_common(const void* owner);
 ISO_COLD void* shard_alloc_common(unsigned cls, bool zero);
 // Frees a chunk of a common zone.
 ISO_COLD void shard_free_common(Zone* z, void* p);
+// Whether the common shard holds empty zones (a hint: read without its lock).
+bool common_shard_has_donors();
+// Releases the common shard's empty zones older than retain_ms, unless another thread holds
+// its lock. Any bound thread's purge calls it: after a process's last light allocation the
+// common shard's own slow path never runs again.
+void common_shard_purge();
 // shard_verify of the common shard (aborts on corruption).
 void shard_verify_common();
 void common_shard_prefork();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -23,6 +24,15 @@ class LightAllocs {
 
  private:
   std::uint8_t saved_;
+};
+
+class RetainMs {
+ public:
+  explicit RetainMs(std::uint32_t ms) : saved_(g_options.retain_ms) { g_options.retain_ms = ms; }
+  ~RetainMs() { g_options.retain_ms = saved_; }
+
+ private:
+  std::uint32_t saved_;
 };
 
 bool from_common(const void* p) { return shard_is_common(zone_of(p)->owner); }
@@ -127,6 +137,38 @@ TEST(CommonShard, APooledShardKeepsOnlyThePagesOfChunksStillInUse) {
             kPooledZoneKeepBytes / kPageBytes + 1 + canaries);
   EXPECT_EQ(static_cast<unsigned char*>(kept)[4095], 0x5c);
   iso_free(kept);
+}
+
+TEST(CommonShard, ItsEmptyZonesGoBackToTheOsOnAnotherThreadsSlowPath) {
+  RetainMs retain(0);
+  const Zone* z = nullptr;
+  {
+    LightAllocs light(64);
+    std::thread([&] {  // a light thread: its chunks come from the common shard
+      std::vector<void*> ps;
+      for (int i = 0; i < 40; ++i) {
+        ps.push_back(iso_alloc(1500));
+        std::memset(ps.back(), 0x7e, 1500);
+      }
+      z = zone_of(ps[0]);
+      for (void* p : ps) iso_free(p);
+    }).join();
+  }
+  ASSERT_TRUE(z->common);
+  ASSERT_EQ(z->used, 0u);
+  ASSERT_GT(z->committed_bytes, 0u) << "an emptied common zone kept no pages to release";
+  LightAllocs none(0);
+  std::thread([&] {  // a bound thread, never allocating from the common shard again
+    // Batches of chunks, so its cache refills (a slow path every 64): its purges run at most
+    // once a millisecond, and the bound on rounds only keeps a broken build from spinning.
+    std::vector<void*> ps(200);
+    for (long round = 0; round < 1000000 && z->committed_bytes != 0; ++round) {
+      for (void*& p : ps) p = iso_alloc(64);
+      for (void* p : ps) iso_free(p);
+    }
+  }).join();
+  EXPECT_EQ(z->committed_bytes, 0u) << "the common shard's empty zone kept its pages";
+  EXPECT_EQ(iso_verify(), 0u);
 }
 
 }  // namespace
