@@ -12,7 +12,7 @@
 //   crossed consumer c on CPU c, each producer on the next CPU: every chunk crosses cores
 //   split   producers on the first CPU, consumers on the second
 // With more threads than cores the scheduler's placement decides which of these a run is
-// closest to, and they differ by up to 1.5x: the pinned modes show each one alone.
+// closest to, and they differ by 1.5x and more: the pinned modes show each one alone.
 //
 // Each producer hands its chunks to one consumer through its own single-producer,
 // single-consumer ring (consumer c serves producers c, c + C, ...). The hand-off costs a
@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <thread>
