@@ -17,22 +17,25 @@
 namespace iso {
 namespace {
 
-class LightAllocs {
+// Sets a runtime option for the scope of a test.
+template <class T>
+class ScopedOption {
  public:
-  explicit LightAllocs(std::uint8_t n) : saved_(g_options.light_allocs) { g_options.light_allocs = n; }
-  ~LightAllocs() { g_options.light_allocs = saved_; }
+  ScopedOption(T& option, T value) : option_(option), saved_(option) { option_ = value; }
+  ~ScopedOption() { option_ = saved_; }
+  ScopedOption(const ScopedOption&) = delete;
+  ScopedOption& operator=(const ScopedOption&) = delete;
 
  private:
-  std::uint8_t saved_;
+  T& option_;
+  T saved_;
 };
 
-class RetainMs {
- public:
-  explicit RetainMs(std::uint32_t ms) : saved_(g_options.retain_ms) { g_options.retain_ms = ms; }
-  ~RetainMs() { g_options.retain_ms = saved_; }
-
- private:
-  std::uint32_t saved_;
+struct LightAllocs : ScopedOption<std::uint8_t> {
+  explicit LightAllocs(std::uint8_t n) : ScopedOption(g_options.light_allocs, n) {}
+};
+struct RetainMs : ScopedOption<std::uint32_t> {
+  explicit RetainMs(std::uint32_t ms) : ScopedOption(g_options.retain_ms, ms) {}
 };
 
 bool from_common(const void* p) { return shard_is_common(zone_of(p)->owner); }
