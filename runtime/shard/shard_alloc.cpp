@@ -126,6 +126,39 @@ void post_remote_direct(const Zone* z, std::uint32_t idx, const void* p) {
   send(b);
 }
 
+// What a sweep of the donor list does with an empty zone.
+enum class EmptyDonors { kKeep, kReleaseOld, kReleaseAll };
+
+// Rebuilds the donor list and donor_bytes: drops the zones used again since they were
+// listed, keeps or releases the empty ones as `what` says (old: listed retain_ms or more
+// before now).
+void sweep_donors(Shard* s, EmptyDonors what, std::uint64_t now) {
+  std::uint32_t id = s->donors;
+  std::uint32_t* link = &s->donors;
+  s->donor_bytes = 0;
+  while (id != kNoZone) {
+    Zone* d = &g_zones[id];
+    id = d->next_donor;
+    bool empty = d->used == 0 && d->committed_bytes != 0;
+    bool keep = empty && (what == EmptyDonors::kKeep ||
+                          (what == EmptyDonors::kReleaseOld &&
+                           now - d->donor_since_ms < g_options.retain_ms));
+    if (keep) {
+      s->donor_bytes += d->committed_bytes;
+      *link = d->id;
+      link = &d->next_donor;
+      continue;
+    }
+    if (empty) {
+      zone_release(*d);
+      ++s->zones_released;
+    }
+    d->donor_listed = false;
+    d->next_donor = kNoZone;
+  }
+  *link = kNoZone;
+}
+
 // Frees of big allocations and of addresses in slots that hold nothing.
 ISO_COLD void free_outside_zones(Zone* z, void* p) {
   switch (z->kind) {
@@ -214,7 +247,11 @@ void shard_zone_event(Shard* s, Zone* z) {
   // allocates again faults nothing back in) or to donate to another class, up to the
   // shard's retention budget. The current zone is always kept.
   bool current = z == s->current[cls];
-  if (!current && s->donor_bytes + z->committed_bytes > g_options.retain_bytes) {
+  auto over_budget = [&] { return s->donor_bytes + z->committed_bytes > g_options.retain_bytes; };
+  // donor_bytes only drifts up (a listed zone used again counts until a sweep meets it):
+  // count again before releasing on its word.
+  if (!current && over_budget()) sweep_donors(s, EmptyDonors::kKeep, 0);
+  if (!current && over_budget()) {
     zone_release(*z);
     ++s->zones_released;
     return;
@@ -275,28 +312,7 @@ void shard_purge_donors(Shard* s, bool all) {
   if (!all && now < s->next_purge_ms) return;
   s->next_purge_ms = now + g_options.retain_ms / 2 + 1;
   if (!shard_is_common(s)) common_shard_purge();
-  // Rebuild the list: keep the young and empty, release the old, drop the reused.
-  std::uint32_t id = s->donors;
-  std::uint32_t* link = &s->donors;
-  s->donor_bytes = 0;
-  while (id != kNoZone) {
-    Zone* d = &g_zones[id];
-    id = d->next_donor;
-    bool empty = d->used == 0 && d->committed_bytes != 0;
-    if (empty && !all && now - d->donor_since_ms < g_options.retain_ms) {
-      s->donor_bytes += d->committed_bytes;
-      *link = d->id;
-      link = &d->next_donor;
-      continue;
-    }
-    if (empty) {
-      zone_release(*d);
-      ++s->zones_released;
-    }
-    d->donor_listed = false;
-    d->next_donor = kNoZone;
-  }
-  *link = kNoZone;
+  sweep_donors(s, all ? EmptyDonors::kReleaseAll : EmptyDonors::kReleaseOld, now);
 }
 
 void shard_trim_for_pool(Shard* s) {
@@ -312,9 +328,7 @@ void shard_trim_for_pool(Shard* s) {
     if (s->current[c] != &g_empty_zone) trim(s->current[c]);
     for (std::uint32_t id = s->avail[c]; id != kNoZone; id = g_zones[id].next_avail) trim(&g_zones[id]);
   }
-  s->donor_bytes = 0;
-  for (std::uint32_t id = s->donors; id != kNoZone; id = g_zones[id].next_donor)
-    s->donor_bytes += g_zones[id].committed_bytes;
+  sweep_donors(s, EmptyDonors::kKeep, 0);
 }
 
 void shard_flush_outboxes(Shard* s) {

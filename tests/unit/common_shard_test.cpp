@@ -13,23 +13,10 @@
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
 #include "tests/unit/resident_pages.hpp"
+#include "tests/unit/scoped_option.hpp"
 
 namespace iso {
 namespace {
-
-// Sets a runtime option for the scope of a test.
-template <class T>
-class ScopedOption {
- public:
-  ScopedOption(T& option, T value) : option_(option), saved_(option) { option_ = value; }
-  ~ScopedOption() { option_ = saved_; }
-  ScopedOption(const ScopedOption&) = delete;
-  ScopedOption& operator=(const ScopedOption&) = delete;
-
- private:
-  T& option_;
-  T saved_;
-};
 
 struct LightAllocs : ScopedOption<std::uint8_t> {
   explicit LightAllocs(std::uint8_t n) : ScopedOption(g_options.light_allocs, n) {}
@@ -140,6 +127,7 @@ TEST(CommonShard, APooledShardKeepsOnlyThePagesOfChunksStillInUse) {
             kPooledZoneKeepBytes / kPageBytes + 1 + canaries);
   EXPECT_EQ(static_cast<unsigned char*>(kept)[4095], 0x5c);
   iso_free(kept);
+  iso_flush();  // send it home now: the next thread to take that pooled shard sees it free
 }
 
 TEST(CommonShard, ItsEmptyZonesGoBackToTheOsOnAnotherThreadsSlowPath) {

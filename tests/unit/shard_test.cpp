@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "api/isoshard.h"
+#include "runtime/options.hpp"
 #include "runtime/root_arena.hpp"
+#include "tests/unit/scoped_option.hpp"
 
 namespace iso {
 namespace {
@@ -110,6 +112,39 @@ TEST(Shard, AClassThatFilledAZoneGrowsItsNextZoneInOneStep) {
         << "a zone made after its class filled one did not commit in one step";
     for (void* p : ps) iso_free(p);
     EXPECT_EQ(iso_verify(), in_use_before);
+  }).join();
+}
+
+TEST(Shard, AZoneReusedSinceItWasEmptyDoesNotCountAgainstTheRetentionBudget) {
+  // Two zones empty and are used again; then a full zone empties. Only the last is empty,
+  // well inside the budget: it keeps its pages for the next allocations.
+  ScopedOption<std::uint32_t> no_purge(g_options.retain_ms, 3600 * 1000);
+  ScopedOption<std::size_t> budget(g_options.retain_bytes, std::size_t{6} << 20);
+  std::thread([] {
+    auto fill = [](std::size_t bytes, int n) {
+      std::vector<void*> ps;
+      for (int i = 0; i < n; ++i) ps.push_back(iso_alloc(bytes));
+      return ps;
+    };
+    auto empty = [](const std::vector<void*>& ps) {
+      for (void* p : ps) iso_free(p);
+    };
+    empty(fill(32 << 10, 120));  // about 3.75 MiB each, emptied, then in use again
+    std::vector<void*> a = fill(32 << 10, 120);
+    empty(fill(40 << 10, 96));
+    std::vector<void*> c = fill(40 << 10, 96);
+    std::vector<void*> b = fill(64 << 10, 64);  // a full zone (62 and a canary), the next
+    const Zone* full = zone_of(b[0]);
+    auto next = std::find_if(b.begin(), b.end(), [&](void* p) { return zone_of(p) != full; });
+    ASSERT_NE(next, b.end());
+    empty(std::vector<void*>(b.begin(), next));
+    ASSERT_EQ(full->used, 0u);
+    EXPECT_GT(full->committed_bytes, std::size_t{3} << 20)
+        << "an emptied zone was released as if the zones in use still counted";
+    empty(std::vector<void*>(next, b.end()));
+    empty(a);
+    empty(c);
+    EXPECT_EQ(iso_verify(), 0u);
   }).join();
 }
 
