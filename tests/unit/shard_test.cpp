@@ -115,35 +115,65 @@ TEST(Shard, AClassThatFilledAZoneGrowsItsNextZoneInOneStep) {
   }).join();
 }
 
+std::vector<void*> allocate_n(std::size_t bytes, int n) {
+  std::vector<void*> ps;
+  for (int i = 0; i < n; ++i) ps.push_back(iso_alloc(bytes));
+  return ps;
+}
+
+void free_all(const std::vector<void*>& ps) {
+  for (void* p : ps) iso_free(p);
+}
+
+// Chunks allocated in order, from the first zone on: where the next zone starts.
+std::vector<void*>::const_iterator first_of_next_zone(const std::vector<void*>& ps) {
+  return std::find_if(ps.begin(), ps.end(), [&](void* p) { return zone_of(p) != zone_of(ps[0]); });
+}
+
 TEST(Shard, AZoneReusedSinceItWasEmptyDoesNotCountAgainstTheRetentionBudget) {
   // Two zones empty and are used again; then a full zone empties. Only the last is empty,
   // well inside the budget: it keeps its pages for the next allocations.
   ScopedOption<std::uint32_t> no_purge(g_options.retain_ms, 3600 * 1000);
   ScopedOption<std::size_t> budget(g_options.retain_bytes, std::size_t{6} << 20);
   std::thread([] {
-    auto fill = [](std::size_t bytes, int n) {
-      std::vector<void*> ps;
-      for (int i = 0; i < n; ++i) ps.push_back(iso_alloc(bytes));
-      return ps;
-    };
-    auto empty = [](const std::vector<void*>& ps) {
-      for (void* p : ps) iso_free(p);
-    };
-    empty(fill(32 << 10, 120));  // about 3.75 MiB each, emptied, then in use again
-    std::vector<void*> a = fill(32 << 10, 120);
-    empty(fill(40 << 10, 96));
-    std::vector<void*> c = fill(40 << 10, 96);
-    std::vector<void*> b = fill(64 << 10, 64);  // a full zone (62 and a canary), the next
+    free_all(allocate_n(32 << 10, 120));  // about 3.75 MiB each, emptied, then in use again
+    std::vector<void*> a = allocate_n(32 << 10, 120);
+    free_all(allocate_n(40 << 10, 96));
+    std::vector<void*> c = allocate_n(40 << 10, 96);
+    std::vector<void*> b = allocate_n(64 << 10, 64);  // a full zone (62 and a canary), the next
     const Zone* full = zone_of(b[0]);
-    auto next = std::find_if(b.begin(), b.end(), [&](void* p) { return zone_of(p) != full; });
+    auto next = first_of_next_zone(b);
     ASSERT_NE(next, b.end());
-    empty(std::vector<void*>(b.begin(), next));
+    free_all({b.cbegin(), next});
     ASSERT_EQ(full->used, 0u);
     EXPECT_GT(full->committed_bytes, std::size_t{3} << 20)
         << "an emptied zone was released as if the zones in use still counted";
-    empty(std::vector<void*>(next, b.end()));
-    empty(a);
-    empty(c);
+    free_all({next, b.cend()});
+    free_all(a);
+    free_all(c);
+    EXPECT_EQ(iso_verify(), 0u);
+  }).join();
+}
+
+TEST(Shard, AnEmptiedZoneOverTheRetentionBudgetGivesItsPagesBack) {
+  ScopedOption<std::uint32_t> no_purge(g_options.retain_ms, 3600 * 1000);
+  ScopedOption<std::size_t> budget(g_options.retain_bytes, std::size_t{6} << 20);
+  std::thread([] {
+    std::vector<void*> b = allocate_n(64 << 10, 64);  // each fills a zone of about 3.9 MiB
+    std::vector<void*> c = allocate_n(48 << 10, 90);
+    const Zone* first = zone_of(b[0]);
+    const Zone* second = zone_of(c[0]);
+    auto b_next = first_of_next_zone(b);
+    auto c_next = first_of_next_zone(c);
+    ASSERT_NE(b_next, b.end());
+    ASSERT_NE(c_next, c.end());
+    free_all({b.cbegin(), b_next});
+    EXPECT_GT(first->committed_bytes, std::size_t{3} << 20) << "inside the budget, yet released";
+    free_all({c.cbegin(), c_next});
+    EXPECT_EQ(second->committed_bytes, 0u) << "over the budget, yet kept";
+    EXPECT_GT(first->committed_bytes, std::size_t{3} << 20);
+    free_all({b_next, b.cend()});
+    free_all({c_next, c.cend()});
     EXPECT_EQ(iso_verify(), 0u);
   }).join();
 }
