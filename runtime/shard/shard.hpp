@@ -116,7 +116,8 @@ ISO_COLD void shard_free_slow(Zone* z, void* p);
 // Hands every chunk in the inbox back to its zone.
 void shard_drain_inbox(Shard* s);
 void shard_flush_outboxes(Shard* s);
-// Releases donor zones empty for longer than retain_ms (all of them when `all`).
+// Releases donor zones empty for longer than retain_ms (all of them when `all`), and those
+// of the common shard when it is free; at most every retain_ms / 2 unless `all`.
 void shard_purge_donors(Shard* s, bool all);
 // Before a shard waits in the pool: past the first kPooledZoneKeepBytes of each zone, the
 // empty zones give all their pages back and the others every page without a chunk in use or

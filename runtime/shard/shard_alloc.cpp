@@ -221,7 +221,7 @@ void* shard_alloc_slow(unsigned cls, bool zero) {
   // others' chunks and allocates never holds them back for long.
   shard_flush_outboxes(s);
   if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
-  if (s->donors != kNoZone || common_shard_has_donors()) shard_purge_donors(s, false);
+  shard_purge_donors(s, false);
   Zone* z = s->current[cls];
   if (z == &g_empty_zone && !s->lock_metadata && !shard_is_common(s) && shard_take_light(cls))
     return shard_alloc_common(cls, zero);
@@ -290,7 +290,7 @@ void shard_free_slow(Zone* z, void* p) {
 void shard_free_chores(Shard* s) {
   s->frees_until_chores = kFreesPerChores;
   if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
-  if (s->donors != kNoZone || common_shard_has_donors()) shard_purge_donors(s, false);
+  shard_purge_donors(s, false);
 }
 
 void shard_drain_inbox(Shard* s) {
@@ -308,6 +308,8 @@ void shard_drain_inbox(Shard* s) {
 }
 
 void shard_purge_donors(Shard* s, bool all) {
+  // Nothing listed here or in the common shard: no clock read.
+  if (!all && s->donors == kNoZone && !common_shard_has_donors()) return;
   std::uint64_t now = os::now_ms();
   if (!all && now < s->next_purge_ms) return;
   s->next_purge_ms = now + g_options.retain_ms / 2 + 1;
