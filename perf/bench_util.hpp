@@ -75,4 +75,21 @@ inline void free_tagged(void* chunk) {
   std::free(p);
 }
 
+// Peak resident set of this program image in KiB: VmHWM from /proc/self/status, which
+// counts this image's pages alone. getrusage's maxrss also counts the pages of the
+// process that forked it, as they were when it called exec (11 MiB for a python driver).
+inline long peak_rss_kib() {
+  std::FILE* status = std::fopen("/proc/self/status", "r");
+  if (!status) return -1;
+  char line[256];
+  long kib = -1;
+  while (std::fgets(line, sizeof line, status))
+    if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+  std::fclose(status);
+  return kib;
+}
+
+// The line scripts/scaling.py reads the peak RSS from, after the program's own result.
+inline void print_peak_rss() { std::printf("peak RSS: %ld KiB\n", peak_rss_kib()); }
+
 }  // namespace bench

@@ -54,5 +54,6 @@ int main(int argc, char** argv) {
   const double ops = static_cast<double>(threads) * static_cast<double>(rounds);
   std::printf("larson: %ld threads x %ld rounds, %zu slots in %.3f s: %.0f ops/s\n", threads,
               rounds, slot_count, elapsed, ops / elapsed);
+  bench::print_peak_rss();
   return 0;
 }

@@ -170,5 +170,6 @@ int main(int argc, char** argv) {
 
   std::printf("producer_consumer: %ld producers, %ld consumers, %ld items in %.4f s: %.0f ops/s\n",
               producers, consumers, items, elapsed, static_cast<double>(items) / elapsed);
+  bench::print_peak_rss();
   return 0;
 }

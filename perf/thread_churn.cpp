@@ -5,8 +5,6 @@
 // `thread_churn 1000` with `thread_churn 4000`.
 //
 // usage: thread_churn [threads=4000] [concurrency=8] [ops per thread=300]
-#include <sys/resource.h>
-
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -41,12 +39,6 @@ void worker(long ops, uint64_t seed) {
   for (size_t k = kHandedOff; k < kLocalLive; k++) bench::free_tagged(live[k]);
 }
 
-long peak_rss_kib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,7 +62,7 @@ int main(int argc, char** argv) {
   for (auto& slot : pool)
     if (void* p = slot.exchange(nullptr)) bench::free_tagged(p);
 
-  std::printf("thread_churn: %ld threads, %ld at a time, %ld ops each in %.3f s (maxrss %ld KiB)\n",
-              total, concurrency, ops, elapsed, peak_rss_kib());
+  std::printf("thread_churn: %ld threads, %ld at a time, %ld ops each in %.3f s (peak RSS %ld KiB)\n",
+              total, concurrency, ops, elapsed, bench::peak_rss_kib());
   return 0;
 }
