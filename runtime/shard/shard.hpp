@@ -43,6 +43,10 @@ struct Shard : ShardFront {
   std::size_t donor_bytes;
   std::uint64_t next_purge_ms;
   RemoteBatch* outbox[kOutboxCount];      // direct-mapped by destination id
+  std::uint64_t open_outboxes;            // bit i: outbox[i] holds a batch
+  std::uint32_t slow_paths_since_flush;   // allocation slow paths with batches left open
+  std::uint32_t spare_batches;            // drained batches kept for sending (id + 1 list)
+  std::uint32_t spare_count;
   std::uint64_t remote_frees_sent;
   std::uint64_t remote_frees_received;
   std::uint64_t zones_released;
@@ -115,7 +119,11 @@ ISO_COLD void shard_free_chores(Shard* s);
 ISO_COLD void shard_free_slow(Zone* z, void* p);
 // Hands every chunk in the inbox back to its zone.
 void shard_drain_inbox(Shard* s);
+// Sends every open outbox batch to its destination.
 void shard_flush_outboxes(Shard* s);
+// Forgets the outboxes and spare batches of a shard whose thread vanished in a fork (they
+// may be half-written): their chunks stay allocated, a bounded leak.
+void shard_drop_outboxes(Shard* s);
 // Releases donor zones empty for longer than retain_ms (all of them when `all`), and those
 // of the common shard when it is free; at most every retain_ms / 2 unless `all`.
 void shard_purge_donors(Shard* s, bool all);

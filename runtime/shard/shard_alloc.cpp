@@ -90,11 +90,31 @@ Zone* switch_zone(Shard* s, unsigned cls) {
 // Sends a batch to its destination's inbox.
 void send(RemoteBatch* b) { shard_by_id(b->dest)->inbox.push(b); }
 
-// Opens a batch for shard dest in an outbox slot, sending the batch there (for another shard).
-ISO_COLD RemoteBatch* open_batch(RemoteBatch*& slot, std::uint32_t dest, const void* p) {
+// A batch for s to fill: one it drained earlier, else one from the global pool. Senders
+// and receivers are mostly the same threads, so the global pool's line seldom moves.
+RemoteBatch* take_batch(Shard* s) {
+  if (s->spare_count == 0) return batch_get();
+  RemoteBatch* b = batch_by_id(s->spare_batches - 1);
+  s->spare_batches = b->link.load(std::memory_order_relaxed);
+  --s->spare_count;
+  return b;
+}
+
+// A batch s has drained: kept for its own sends, or back to the global pool.
+void recycle_batch(Shard* s, RemoteBatch* b) {
+  if (s->spare_count == kSpareBatches) return batch_put(b);
+  b->link.store(s->spare_batches, std::memory_order_relaxed);
+  s->spare_batches = b->id + 1;
+  ++s->spare_count;
+}
+
+// Opens a batch for shard dest in outbox i, sending the batch there (for another shard).
+ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, const void* p) {
+  RemoteBatch*& slot = from->outbox[i];
   if (slot) send(slot);
-  slot = batch_get();
+  slot = take_batch(from);
   if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
+  from->open_outboxes |= std::uint64_t{1} << i;
   slot->dest = dest;
   slot->count = 0;
   return slot;
@@ -103,16 +123,17 @@ ISO_COLD RemoteBatch* open_batch(RemoteBatch*& slot, std::uint32_t dest, const v
 // Puts chunk idx of zone z (at p) in the freeing thread's batch for the zone's owner.
 ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx, const void* p) {
   std::uint32_t dest = z->owner_id;
-  RemoteBatch*& slot = from->outbox[dest % kOutboxCount];
-  RemoteBatch* b = slot;
-  if (ISO_UNLIKELY(!b || b->dest != dest)) b = open_batch(slot, dest, p);
+  unsigned i = dest % kOutboxCount;
+  RemoteBatch* b = from->outbox[i];
+  if (ISO_UNLIKELY(!b || b->dest != dest)) b = open_batch(from, i, dest, p);
   std::uint32_t n = b->count;
   b->entries[n] = remote_entry(z->id, idx);
   b->count = n + 1;
   ++from->remote_frees_sent;
   if (ISO_UNLIKELY(n + 1 == kRemoteBatchChunks)) {
     send(b);
-    slot = nullptr;
+    from->outbox[i] = nullptr;
+    from->open_outboxes &= ~(std::uint64_t{1} << i);
   }
 }
 
@@ -219,7 +240,8 @@ void* shard_alloc_slow(unsigned cls, bool zero) {
   Shard* s = static_cast<Shard*>(f);
   // Slow paths are where pending work goes out and comes in: a thread that both frees
   // others' chunks and allocates never holds them back for long.
-  shard_flush_outboxes(s);
+  if (s->open_outboxes != 0 && ++s->slow_paths_since_flush >= kSlowPathsPerFlush)
+    shard_flush_outboxes(s);
   if (s->inbox.maybe_nonempty()) shard_drain_inbox(s);
   shard_purge_donors(s, false);
   Zone* z = s->current[cls];
@@ -303,7 +325,7 @@ void shard_drain_inbox(Shard* s) {
       shard_note_free(s, z);
     }
     s->remote_frees_received += b->count;
-    batch_put(b);
+    recycle_batch(s, b);
   });
 }
 
@@ -334,10 +356,21 @@ void shard_trim_for_pool(Shard* s) {
 }
 
 void shard_flush_outboxes(Shard* s) {
-  for (RemoteBatch*& b : s->outbox) {
-    if (b) send(b);
+  s->slow_paths_since_flush = 0;
+  for (std::uint64_t open = s->open_outboxes; open != 0; open &= open - 1) {
+    RemoteBatch*& b = s->outbox[__builtin_ctzll(open)];
+    send(b);
     b = nullptr;
   }
+  s->open_outboxes = 0;
+}
+
+void shard_drop_outboxes(Shard* s) {
+  for (RemoteBatch*& b : s->outbox) b = nullptr;
+  s->open_outboxes = 0;
+  s->slow_paths_since_flush = 0;
+  s->spare_batches = 0;
+  s->spare_count = 0;
 }
 
 std::uint64_t shard_verify(Shard* s) {

@@ -135,7 +135,7 @@ void postfork_child() {
     Shard* s = shard_by_id(id);
     if (!vanished(s)) continue;
     for (unsigned c = 0; c < kClassCount; ++c) s->avail[c] = kNoZone;
-    for (RemoteBatch*& b : s->outbox) b = nullptr;
+    shard_drop_outboxes(s);
     s->donors = kNoZone;
     s->donor_bytes = 0;
   }
