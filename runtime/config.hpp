@@ -88,6 +88,9 @@ inline constexpr unsigned kSlowPathsPerFlush = 8;
 // Batches a shard keeps from its drains for its own sends, off the global pool.
 inline constexpr unsigned kSpareBatches = 16;
 
+// The common shard's stripes at most (a lock and a set of zones each; one bit each in a mask).
+inline constexpr unsigned kMaxCommonStripes = 64;
+
 // Big allocations freed are kept mapped up to this many bytes to avoid mmap churn.
 inline constexpr std::size_t kBigCacheBytes = 64ull << 20;
 inline constexpr unsigned kBigCacheEntries = 8;

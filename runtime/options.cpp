@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "runtime/config.hpp"
+
 namespace iso {
 
 constinit Options g_options{};
@@ -31,6 +33,8 @@ void options_load() {
   if (read_number("ISOSHARD_RETAIN_MS", 86400000, n)) g_options.retain_ms = static_cast<std::uint32_t>(n);
   if (read_number("ISOSHARD_RETAIN_MB", 1ul << 30, n)) g_options.retain_bytes = std::size_t{n} << 20;
   if (read_number("ISOSHARD_LIGHT_ALLOCS", 255, n)) g_options.light_allocs = static_cast<std::uint8_t>(n);
+  if (read_number("ISOSHARD_COMMON_STRIPES", kMaxCommonStripes, n))
+    g_options.common_stripes = static_cast<std::uint8_t>(n);
 }
 
 }  // namespace iso

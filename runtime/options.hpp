@@ -15,6 +15,9 @@ struct Options {
   // A thread's first allocations of each class, up to this many, come from the common shard
   // (0: every thread makes its own zones at once). ISOSHARD_LIGHT_ALLOCS.
   std::uint8_t light_allocs = 64;
+  // Stripes of the common shard, each with its own lock and zones; a thread allocates from
+  // its CPU's (0: half the CPUs the process may use, at least 1). ISOSHARD_COMMON_STRIPES.
+  std::uint8_t common_stripes = 0;
 };
 
 extern Options g_options;

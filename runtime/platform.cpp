@@ -3,6 +3,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
@@ -125,6 +126,21 @@ std::uint64_t now_ms() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+unsigned usable_cpus() {
+  ErrnoKeeper keep;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  int n = CPU_COUNT(&set);
+  return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+unsigned current_cpu() {
+  ErrnoKeeper keep;
+  int cpu = sched_getcpu();
+  return cpu > 0 ? static_cast<unsigned>(cpu) : 0;
 }
 
 }  // namespace iso::os

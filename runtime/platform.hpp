@@ -28,5 +28,9 @@ std::uint64_t random_u64();
 bool moves_span_mappings();
 // A coarse monotonic clock (vDSO, no syscall) for slow-path decisions.
 std::uint64_t now_ms();
+// CPUs this process may run on (at least 1).
+unsigned usable_cpus();
+// The CPU the calling thread runs on (rseq or vDSO, no syscall); 0 when unknown.
+unsigned current_cpu();
 
 }  // namespace iso::os

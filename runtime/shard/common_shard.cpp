@@ -1,14 +1,17 @@
-// The common shard: one set of zones shared by all threads, under a lock. It serves every
-// thread's first allocations of each class (light allocations, counted per thread), so
-// short-lived threads and rarely used classes cost no zone per thread, and threads past their
-// exit release (later key destructors that allocate: binding them would leave a shard
-// nothing releases).
-// Its chunks are freed under the same lock, so a bad free aborts at once and a free chunk
+// The common shard: zones shared by all threads, in stripes, each under its own lock. It
+// serves every thread's first allocations of each class (light allocations, counted per
+// thread), so short-lived threads and rarely used classes cost no zone per thread, and
+// threads past their exit release (later key destructors that allocate: binding them would
+// leave a shard nothing releases).
+// A thread allocates from the stripe of the CPU it runs on. With one lock for all, 16 threads
+// allocating lightly on 16 CPUs (perf/thread_churn 4000 16) took 14 times glibc's time.
+// A chunk is freed under its own stripe's lock, so a bad free aborts at once and a free chunk
 // is reused at once, whichever thread frees it.
 #include <atomic>
 #include <cerrno>
 
 #include "runtime/options.hpp"
+#include "runtime/platform.hpp"
 #include "runtime/shard/alloc_path.hpp"
 #include "runtime/shard/shard.hpp"
 #include "runtime/spin_lock.hpp"
@@ -16,21 +19,43 @@
 namespace iso {
 namespace {
 
-constinit SpinLock g_common_lock;
-// Written once, under the lock; read by any thread's free to tell a common chunk.
-constinit std::atomic<Shard*> g_common{nullptr};
-// Whether the common shard lists empty zones, set under the lock: other threads' slow paths
-// read it to know there is something to purge without taking the lock.
-constinit std::atomic<bool> g_common_has_donors{false};
+struct alignas(64) Stripe {
+  SpinLock lock;
+  Shard* shard;  // created on its first allocation, under the lock
+};
+constinit Stripe g_stripes[kMaxCommonStripes] = {};
+// Stripes in use by default: half the CPUs the process may use, 1 to kMaxCommonStripes, fixed
+// at the first light allocation (0 before). Two CPUs share one: on this project's 2-CPU
+// machines a second stripe only added its zones to thread churn's RSS. Any count is safe at
+// any time: a chunk goes back to the stripe that owns its zone.
+constinit std::atomic<unsigned> g_stripe_count{0};
+// Bit i: stripe i lists empty zones. Set under that stripe's lock; other threads' slow paths
+// read it to know there is something to purge without taking a lock.
+constinit std::atomic<std::uint64_t> g_stripes_with_donors{0};
 // Light allocations this thread has made of each class (saturating at the limit).
 thread_local constinit std::uint8_t t_light_used[kClassCount] [[gnu::tls_model("initial-exec")]] = {};
 
-// Under the lock, after the common shard's zones changed.
-void note_donors(const Shard* common) {
-  bool has = common->donors != kNoZone;
-  if (g_common_has_donors.load(std::memory_order_relaxed) != has)
-    g_common_has_donors.store(has, std::memory_order_relaxed);
+unsigned stripe_count() {
+  if (g_options.common_stripes != 0) return g_options.common_stripes;
+  unsigned n = g_stripe_count.load(std::memory_order_acquire);
+  if (n != 0) return n;
+  unsigned want = os::usable_cpus() / 2;
+  want = want < 1 ? 1 : want > kMaxCommonStripes ? kMaxCommonStripes : want;
+  // Racing first allocations agree on the first value stored.
+  g_stripe_count.compare_exchange_strong(n, want, std::memory_order_acq_rel);
+  return n != 0 ? n : want;
 }
+
+// Under the stripe's lock, after its zones changed.
+void note_donors(const Shard* common) {
+  std::uint64_t bit = std::uint64_t{1} << common->stripe;
+  bool has = common->donors != kNoZone;
+  bool noted = (g_stripes_with_donors.load(std::memory_order_relaxed) & bit) != 0;
+  if (has && !noted) g_stripes_with_donors.fetch_or(bit, std::memory_order_relaxed);
+  if (!has && noted) g_stripes_with_donors.fetch_and(~bit, std::memory_order_relaxed);
+}
+
+Shard* stripe_owner(const Zone* z) { return static_cast<Shard*>(const_cast<void*>(z->owner)); }
 
 }  // namespace
 
@@ -41,29 +66,33 @@ bool shard_take_light(unsigned cls) {
 }
 
 bool shard_is_common(const void* owner) {
-  return owner != nullptr && owner == g_common.load(std::memory_order_acquire);
+  return owner != nullptr && static_cast<const Shard*>(owner)->common;
 }
 
 void* shard_alloc_common(unsigned cls, bool zero) {
   // The caller may be the process's first allocation, bound to nothing yet.
-  if (!g_common.load(std::memory_order_acquire) && !shard_init()) {
+  if (!shard_init()) {
     errno = ENOMEM;
     return nullptr;
   }
+  unsigned i = os::current_cpu() % stripe_count();
+  Stripe& stripe = g_stripes[i];
   ShardFront* self = t_shard;
-  LockGuard guard(g_common_lock);
-  Shard* common = g_common.load(std::memory_order_relaxed);
+  LockGuard guard(stripe.lock);
+  Shard* common = stripe.shard;
   if (!common) {
     common = shard_create();
     if (!common) {
       errno = ENOMEM;
       return nullptr;
     }
+    common->common = true;
+    common->stripe = static_cast<std::uint8_t>(i);
     common->bound.store(true, std::memory_order_relaxed);
-    g_common.store(common, std::memory_order_release);
+    stripe.shard = common;
   }
-  // The slow path works on t_shard: point it at the common shard for the call (it takes no
-  // light allocations, so it never comes back here).
+  // The slow path works on t_shard: point it at the stripe for the call (a common shard
+  // takes no light allocations, so it never comes back here).
   t_shard = common;
   void* p = shard_alloc_slow(cls, zero);
   t_shard = self;
@@ -72,33 +101,47 @@ void* shard_alloc_common(unsigned cls, bool zero) {
 }
 
 void shard_free_common(Zone* z, void* p) {
-  LockGuard guard(g_common_lock);
-  Shard* common = g_common.load(std::memory_order_relaxed);
+  Shard* common = stripe_owner(z);
+  LockGuard guard(g_stripes[common->stripe].lock);
   shard_free_owned(common, z, p);
   note_donors(common);
 }
 
-bool common_shard_has_donors() { return g_common_has_donors.load(std::memory_order_relaxed); }
+bool common_shard_has_donors() {
+  return g_stripes_with_donors.load(std::memory_order_relaxed) != 0;
+}
 
 void common_shard_purge() {
-  Shard* common = g_common.load(std::memory_order_acquire);
-  // Held: its owner is busy in it, and the next slow path of anyone tries again.
-  if (!common || !g_common_lock.try_lock()) return;
-  shard_purge_donors(common, false);
-  note_donors(common);
-  g_common_lock.unlock();
+  for (std::uint64_t todo = g_stripes_with_donors.load(std::memory_order_relaxed); todo != 0;
+       todo &= todo - 1) {
+    Stripe& stripe = g_stripes[__builtin_ctzll(todo)];
+    // Held: someone is busy in it, and the next slow path of anyone tries again.
+    if (!stripe.lock.try_lock()) continue;
+    if (stripe.shard) {
+      shard_purge_donors(stripe.shard, false);
+      note_donors(stripe.shard);
+    }
+    stripe.lock.unlock();
+  }
 }
 
 void shard_verify_common() {
-  LockGuard guard(g_common_lock);
-  if (Shard* common = g_common.load(std::memory_order_relaxed)) shard_verify(common);
+  for (Stripe& stripe : g_stripes) {
+    LockGuard guard(stripe.lock);
+    if (stripe.shard) shard_verify(stripe.shard);
+  }
 }
 
-void common_shard_prefork() { g_common_lock.lock(); }
+// In index order, the fixed order fork's handlers keep.
+void common_shard_prefork() {
+  for (Stripe& stripe : g_stripes) stripe.lock.lock();
+}
 
 void common_shard_postfork(bool child) {
-  if (child) g_common_lock.reset_in_child();
-  else g_common_lock.unlock();
+  for (Stripe& stripe : g_stripes) {
+    if (child) stripe.lock.reset_in_child();
+    else stripe.lock.unlock();
+  }
 }
 
 }  // namespace iso

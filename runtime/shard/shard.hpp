@@ -38,6 +38,8 @@ struct Shard : ShardFront {
   std::atomic<std::uint32_t> pool_link;   // shard pool fallback list
   std::atomic<bool> bound;                // a live thread uses it
   bool lock_metadata;                     // the main thread's: default zones mlocked
+  bool common;                            // a stripe of the common shard (never pooled)
+  std::uint8_t stripe;                    // which one
   std::uint32_t avail[kClassCount];       // zones with free chunks besides current
   std::uint32_t donors;                   // head of the donor list (zone ids)
   std::size_t donor_bytes;
@@ -85,12 +87,13 @@ bool shard_thread_exited();
 // A new shard, not yet bound (takes the shard-init lock); nullptr when out of metadata.
 Shard* shard_create();
 
-// --- common_shard.cpp: the zones all threads share, under a lock ---------------------------
+// --- common_shard.cpp: the zones all threads share, under a lock per stripe ----------------
 // A thread takes its first g_options.light_allocs allocations of each class from the common
 // shard, bound or not: a short-lived thread, or one that uses a class a few times, costs no
 // zone of that class (and a thread that only ever allocates lightly, no shard at all), so
 // thread churn does not multiply zones. True when this allocation of cls is such a one.
 bool shard_take_light(unsigned cls);
+// Whether a zone owner (a Shard, or null) is a stripe of the common shard.
 bool shard_is_common(const void* owner);
 // Allocation for a thread past its exit release, or of a class its thread allocates lightly.
 ISO_COLD void* shard_alloc_common(unsigned cls, bool zero);

@@ -2,8 +2,10 @@
 // pooled shard keeps of its zones. The unit tests run with no light allocations
 // (no_light_allocs.cpp); the tests here set the count themselves (read when a thread binds).
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -24,8 +26,37 @@ struct LightAllocs : ScopedOption<std::uint8_t> {
 struct RetainMs : ScopedOption<std::uint32_t> {
   explicit RetainMs(std::uint32_t ms) : ScopedOption(g_options.retain_ms, ms) {}
 };
+// Tests that count the common shard's zones or shards, or expect one thread to reuse what
+// another freed, use one stripe: otherwise threads on other CPUs use other stripes.
+struct Stripes : ScopedOption<std::uint8_t> {
+  explicit Stripes(std::uint8_t n) : ScopedOption(g_options.common_stripes, n) {}
+};
 
 bool from_common(const void* p) { return shard_is_common(zone_of(p)->owner); }
+unsigned stripe_of(const void* p) { return static_cast<const Shard*>(zone_of(p)->owner)->stripe; }
+
+// The CPUs this process may run on, in order.
+std::vector<unsigned> usable_cpu_list() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  EXPECT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  std::vector<unsigned> cpus;
+  for (unsigned c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+// Runs f on a new thread that runs on cpu alone (sched_setaffinity moves it there at once).
+template <class F>
+void on_cpu(unsigned cpu, F f) {
+  std::thread([&] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+    f();
+  }).join();
+}
 
 TEST(CommonShard, ANewThreadTakesItsFirstAllocationsOfEachClassFromIt) {
   LightAllocs light(8);
@@ -47,6 +78,7 @@ TEST(CommonShard, ANewThreadTakesItsFirstAllocationsOfEachClassFromIt) {
 
 TEST(CommonShard, AThreadThatOnlyAllocatesLightlyBindsNoShard) {
   LightAllocs light(16);
+  Stripes one(1);
   auto body = [] {
     std::vector<void*> ps;
     for (int i = 0; i < 16; ++i)
@@ -71,6 +103,7 @@ TEST(CommonShard, AThreadThatOnlyAllocatesLightlyBindsNoShard) {
 
 TEST(CommonShard, ItsChunksAreFreedAtOnceByAnyThreadAndReusedNext) {
   LightAllocs light(8);
+  Stripes one(1);
   void* p = nullptr;
   std::thread([&] { p = iso_alloc(300); }).join();
   ASSERT_TRUE(from_common(p));
@@ -79,6 +112,63 @@ TEST(CommonShard, ItsChunksAreFreedAtOnceByAnyThreadAndReusedNext) {
   std::thread([&] { again = iso_alloc(300); }).join();
   EXPECT_EQ(again, p) << "a freed common chunk was not the next one handed out";
   iso_free(again);
+}
+
+TEST(CommonShard, ALightAllocationComesFromItsCpusStripeAndGoesBackToItFromAnyCpu) {
+  LightAllocs light(8);
+  Stripes all(kMaxCommonStripes);  // stripe = CPU number, modulo 64
+  std::vector<unsigned> cpus = usable_cpu_list();
+  ASSERT_FALSE(cpus.empty());
+  if (cpus.size() > 2) cpus.resize(2);
+  for (std::size_t k = 0; k < cpus.size(); ++k) {
+    const unsigned cpu = cpus[k], other = cpus[(k + 1) % cpus.size()];
+    void* p = nullptr;
+    on_cpu(cpu, [&] { p = iso_alloc(300); });
+    ASSERT_TRUE(from_common(p));
+    EXPECT_EQ(stripe_of(p), cpu % kMaxCommonStripes) << "allocated on CPU " << cpu;
+    on_cpu(other, [&] { iso_free(p); });  // under the owning stripe's lock, from anywhere
+    void* again = nullptr;
+    on_cpu(cpu, [&] { again = iso_alloc(300); });
+    EXPECT_EQ(again, p) << "a chunk freed from CPU " << other << " was not reused next on CPU " << cpu;
+    iso_free(again);
+  }
+  EXPECT_EQ(iso_verify(), 0u);
+}
+
+TEST(CommonShard, ThreadsOnEveryCpuTradeLightChunksAcrossStripes) {
+  // Light chunks made on one CPU's stripe are freed by threads on the others while those
+  // allocate from their own stripes: each free must take the owning stripe's lock (ThreadSanitizer
+  // checks that in its build) and no chunk may be handed out twice.
+  LightAllocs light(64);
+  Stripes four(4);
+  const std::vector<unsigned> cpus = usable_cpu_list();
+  constexpr int kThreads = 8, kRounds = 20;
+  constexpr std::size_t kSizes[] = {32, 208, 1504};  // multiples of 16: the size byte
+  std::vector<std::atomic<unsigned char*>> slots(64);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpus[t % cpus.size()], &set);
+      ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+      for (int r = 0; r < kRounds; ++r) {
+        std::size_t n = kSizes[(t + r) % 3];
+        auto* mine = static_cast<unsigned char*>(iso_alloc(n));
+        std::memset(mine, t, n);
+        mine[0] = static_cast<unsigned char>(n / 16);  // the size, to check at free
+        unsigned char* old = slots[(t * 7 + r) % slots.size()].exchange(mine);
+        if (!old) continue;
+        std::size_t old_n = std::size_t{old[0]} * 16;
+        EXPECT_EQ(old[old_n - 1], old[1]) << "a light chunk was overwritten while in use";
+        iso_free(old);
+      }
+    });
+  }
+  for (auto& th : ts) th.join();
+  for (auto& s : slots)
+    if (unsigned char* p = s.exchange(nullptr)) iso_free(p);
+  EXPECT_EQ(iso_verify(), 0u);
 }
 
 TEST(CommonShardDeath, DoubleFreeOfACommonChunkAbortsAtTheSecondFree) {
@@ -94,6 +184,7 @@ TEST(CommonShardDeath, DoubleFreeOfACommonChunkAbortsAtTheSecondFree) {
 
 TEST(CommonShard, ShortThreadsMakeNoZonesOfTheirOwn) {
   LightAllocs light(64);
+  Stripes one(1);
   constexpr std::size_t kSizes[] = {16, 48, 100, 200, 500, 1000, 3000, 9000};
   auto body = [&] {
     std::vector<void*> ps;
