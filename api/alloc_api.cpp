@@ -53,6 +53,7 @@ void iso_get_stats(struct iso_stats* out) {
     out->remote_frees_received = s->remote_frees_received;
     out->zones_released = s->zones_released;
     out->inbox_overflows = s->inbox.overflow_pushes();
+    out->remote_batches_sent = s->remote_batches_sent;
   }
 }
 

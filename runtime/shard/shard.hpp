@@ -50,6 +50,7 @@ struct Shard : ShardFront {
   std::uint32_t spare_batches;            // drained batches kept for sending (id + 1 list)
   std::uint32_t spare_count;
   std::uint64_t remote_frees_sent;
+  std::uint64_t remote_batches_sent;
   std::uint64_t remote_frees_received;
   std::uint64_t zones_released;
   RemoteInbox inbox;

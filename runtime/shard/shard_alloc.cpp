@@ -89,6 +89,10 @@ Zone* switch_zone(Shard* s, unsigned cls) {
 
 // Sends a batch to its destination's inbox.
 void send(RemoteBatch* b) { shard_by_id(b->dest)->inbox.push(b); }
+void send_from(Shard* from, RemoteBatch* b) {
+  ++from->remote_batches_sent;
+  send(b);
+}
 
 // A batch for s to fill: one it drained earlier, else one from the global pool. Senders
 // and receivers are mostly the same threads, so the global pool's line seldom moves.
@@ -111,7 +115,7 @@ void recycle_batch(Shard* s, RemoteBatch* b) {
 // Opens a batch for shard dest in outbox i, sending the batch there (for another shard).
 ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, const void* p) {
   RemoteBatch*& slot = from->outbox[i];
-  if (slot) send(slot);
+  if (slot) send_from(from, slot);
   slot = take_batch(from);
   if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
   from->open_outboxes |= std::uint64_t{1} << i;
@@ -131,7 +135,7 @@ ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx
   b->count = n + 1;
   ++from->remote_frees_sent;
   if (ISO_UNLIKELY(n + 1 == kRemoteBatchChunks)) {
-    send(b);
+    send_from(from, b);
     from->outbox[i] = nullptr;
     from->open_outboxes &= ~(std::uint64_t{1} << i);
   }
@@ -359,7 +363,7 @@ void shard_flush_outboxes(Shard* s) {
   s->slow_paths_since_flush = 0;
   for (std::uint64_t open = s->open_outboxes; open != 0; open &= open - 1) {
     RemoteBatch*& b = s->outbox[__builtin_ctzll(open)];
-    send(b);
+    send_from(s, b);
     b = nullptr;
   }
   s->open_outboxes = 0;
