@@ -16,7 +16,8 @@ struct Options {
   // (0: every thread makes its own zones at once). ISOSHARD_LIGHT_ALLOCS.
   std::uint8_t light_allocs = 64;
   // Stripes of the common shard, each with its own lock and zones; a thread allocates from
-  // its CPU's (0: half the CPUs the process may use, at least 1). ISOSHARD_COMMON_STRIPES.
+  // the one of the CPU it first allocated on (0: half the CPUs the process may use, at
+  // least 1). ISOSHARD_COMMON_STRIPES.
   std::uint8_t common_stripes = 0;
 };
 

@@ -116,7 +116,7 @@ TEST(CommonShard, ItsChunksAreFreedAtOnceByAnyThreadAndReusedNext) {
   iso_free(again);
 }
 
-TEST(CommonShard, ALightAllocationComesFromItsCpusStripeAndGoesBackToItFromAnyCpu) {
+TEST(CommonShard, ALightAllocationComesFromItsThreadsCpuStripeAndGoesBackToItFromAnyCpu) {
   LightAllocs light(8);
   Stripes all(kMaxCommonStripes);  // stripe = CPU number, modulo 64
   std::vector<unsigned> cpus = usable_cpu_list();
