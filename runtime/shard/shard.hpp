@@ -43,7 +43,7 @@ struct Shard : ShardFront {
   std::uint32_t avail[kClassCount];       // zones with free chunks besides current
   std::uint32_t donors;                   // head of the donor list (zone ids)
   std::size_t donor_bytes;
-  std::uint64_t next_purge_ms;
+  std::uint64_t last_purge_ms;
   RemoteBatch* outbox[kOutboxCount];      // direct-mapped by destination id
   std::uint64_t open_outboxes;            // bit i: outbox[i] holds a batch
   std::uint32_t slow_paths_since_flush;   // allocation slow paths with batches left open

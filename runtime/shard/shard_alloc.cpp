@@ -337,8 +337,10 @@ void shard_purge_donors(Shard* s, bool all) {
   // Nothing listed here or in the common shard: no clock read.
   if (!all && s->donors == kNoZone && !common_shard_has_donors()) return;
   std::uint64_t now = os::now_ms();
-  if (!all && now < s->next_purge_ms) return;
-  s->next_purge_ms = now + g_options.retain_ms / 2 + 1;
+  // Measured from the last purge with today's retain_ms: a deadline stored under a longer
+  // one (a test's) held the next purge back long after the setting changed.
+  if (!all && now - s->last_purge_ms <= g_options.retain_ms / 2) return;
+  s->last_purge_ms = now;
   if (!shard_is_common(s)) common_shard_purge();
   sweep_donors(s, all ? EmptyDonors::kReleaseAll : EmptyDonors::kReleaseOld, now);
 }
