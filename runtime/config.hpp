@@ -70,8 +70,11 @@ inline constexpr unsigned kFreelistCacheSlots = 64;
 // One canary chunk per this many chunks, at a secret random position in each group.
 inline constexpr unsigned kCanaryGroupChunks = 64;
 
-// Cross-thread frees travel in batches of this many chunks.
-inline constexpr unsigned kRemoteBatchChunks = 62;
+// Cross-thread frees travel in batches of this many chunks, or fewer once they hold this many
+// bytes: big chunks go home soon, so a thread that frees to many owners holds at most about
+// kOutboxCount * kRemoteBatchBytes of their memory back (16 MiB).
+inline constexpr unsigned kRemoteBatchChunks = 61;
+inline constexpr std::uint32_t kRemoteBatchBytes = 256 * 1024;
 // Bounded Boost.Lockfree inbox per shard; overflow goes to an intrusive list.
 inline constexpr unsigned kInboxSlots = 64;
 // The owner looks at its inbox at least this often (in its own frees), besides its slow paths.

@@ -14,6 +14,8 @@ struct RemoteBatch {
   std::uint32_t id;
   std::uint32_t dest;               // destination shard id
   std::uint32_t count;
+  std::uint32_t bytes;              // of the chunks in it
+  std::uint32_t unused;
   // Chunks as (zone id, chunk index), found and checked by the freeing thread: the owner
   // goes straight to the bitmap word.
   std::uint64_t entries[kRemoteBatchChunks];

@@ -121,6 +121,7 @@ ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, co
   from->open_outboxes |= std::uint64_t{1} << i;
   slot->dest = dest;
   slot->count = 0;
+  slot->bytes = 0;
   return slot;
 }
 
@@ -133,8 +134,10 @@ ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx
   std::uint32_t n = b->count;
   b->entries[n] = remote_entry(z->id, idx);
   b->count = n + 1;
+  std::uint32_t bytes = b->bytes + z->chunk_size;
+  b->bytes = bytes;
   ++from->remote_frees_sent;
-  if (ISO_UNLIKELY(n + 1 == kRemoteBatchChunks)) {
+  if (ISO_UNLIKELY(n + 1 == kRemoteBatchChunks || bytes >= kRemoteBatchBytes)) {
     send_from(from, b);
     from->outbox[i] = nullptr;
     from->open_outboxes &= ~(std::uint64_t{1} << i);

@@ -26,7 +26,7 @@ using isotest::opaque;
 using isotest::Event;
 using isotest::XorShift;
 
-constexpr unsigned kRemoteBatchChunks = 62;  // chunks per cross-thread batch (runtime config)
+constexpr unsigned kRemoteBatchChunks = 61;  // chunks per cross-thread batch (runtime config)
 
 struct Item {
   void* p;
@@ -346,7 +346,7 @@ TEST(ProducerConsumer, ChunksFreedByANonAllocatingConsumerAllComeHome) {
 }
 
 TEST(ProducerConsumer, FullBatchesReachTheOwnerWhileTheConsumerLivesOn) {
-  // The consumer neither exits nor calls iso_flush: every full batch (62 chunks) must have
+  // The consumer neither exits nor calls iso_flush: every full batch (61 chunks) must have
   // been sent on its own, so at most one partial batch is still held back.
   constexpr std::size_t kCount = kRemoteBatchChunks * 100 + 17;
   Channel ch(256);
@@ -411,7 +411,7 @@ TEST(ProducerConsumer, PendingFreesAreSentWhenTheFreeingThreadAllocatesOnItsSlow
 }
 
 TEST(ProducerConsumer, ManyConsumersOverflowingTheOwnersInboxLoseNothing) {
-  // Seven threads free 62-chunk batches to one owner that does not drain meanwhile: more
+  // Seven threads free 61-chunk batches to one owner that does not drain meanwhile: more
   // batches than its bounded inbox holds, so the overflow list must carry the rest.
   constexpr unsigned kConsumers = 7;
   constexpr std::size_t kPerConsumer = kRemoteBatchChunks * 30;

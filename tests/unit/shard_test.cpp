@@ -111,6 +111,34 @@ TEST(Shard, FreesToManyOwnersInTurnTravelInFullBatches) {
       << "frees to many owners went out in partial batches";
 }
 
+TEST(Shard, ABatchOfBigChunksGoesHomeOnceItHoldsEnoughBytes) {
+  // 61 chunks of 100 KiB held in one outbox would keep 6 MiB from its owner: a batch goes
+  // out once its chunks add up to kRemoteBatchBytes.
+  std::vector<void*> ps;
+  for (int i = 0; i < 8; ++i) ps.push_back(iso_alloc(100 * 1024));
+  const std::size_t chunk = iso_chunksz(ps[0]);
+  const std::size_t expected = (kRemoteBatchBytes + chunk - 1) / chunk;  // frees per batch
+  ASSERT_LT(expected, ps.size());
+  std::size_t sent_after = 0;
+  std::thread([&] {
+    iso_free(iso_alloc(16));  // bound: its outboxes start empty
+    iso_stats start{};
+    iso_get_stats(&start);
+    for (std::size_t i = 0; i < ps.size() && sent_after == 0; ++i) {
+      iso_free(ps[i]);
+      ps[i] = nullptr;
+      iso_stats now{};
+      iso_get_stats(&now);
+      if (now.remote_batches_sent != start.remote_batches_sent) sent_after = i + 1;
+    }
+    iso_flush();
+  }).join();
+  EXPECT_EQ(sent_after, expected) << chunk << "-byte chunks";
+  iso_flush();  // take them in
+  for (void* p : ps)
+    if (p) iso_free(p);
+}
+
 TEST(Shard, ManyThreadsFreeEachOthersChunks) {
   constexpr int kThreads = 6, kPerThread = 20000;
   std::vector<std::atomic<void*>> slots(kThreads * 64);
