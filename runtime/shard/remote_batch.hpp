@@ -13,13 +13,22 @@ struct RemoteBatch {
   std::atomic<std::uint32_t> link;  // pool or inbox overflow list (never both at once)
   std::uint32_t id;
   std::uint32_t dest;               // destination shard id
-  std::uint32_t count;
-  std::uint32_t bytes;              // of the chunks in it
   std::uint32_t unused;
+  // Chunks in it (low half) and their bytes (high half), bumped by one scalar add per chunk.
+  // As two adjacent fields GCC paired their updates into SSE loads and stores, and
+  // producer/consumer (2+2, split) took 0.151 s instead of 0.108.
+  std::uint64_t fill;
   // Chunks as (zone id, chunk index), found and checked by the freeing thread: the owner
   // goes straight to the bitmap word.
   std::uint64_t entries[kRemoteBatchChunks];
+
+  std::uint32_t count() const { return static_cast<std::uint32_t>(fill); }
+  std::uint32_t bytes() const { return static_cast<std::uint32_t>(fill >> 32); }
 };
+
+ISO_ALWAYS_INLINE std::uint64_t batch_fill_step(std::uint32_t chunk_bytes) {
+  return std::uint64_t{chunk_bytes} << 32 | 1;
+}
 
 ISO_ALWAYS_INLINE std::uint64_t remote_entry(std::uint32_t zone_id, std::uint32_t idx) {
   return std::uint64_t{zone_id} << 32 | idx;

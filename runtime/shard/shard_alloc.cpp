@@ -120,8 +120,7 @@ ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, co
   if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
   from->open_outboxes |= std::uint64_t{1} << i;
   slot->dest = dest;
-  slot->count = 0;
-  slot->bytes = 0;
+  slot->fill = 0;
   return slot;
 }
 
@@ -131,13 +130,13 @@ ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx
   unsigned i = dest % kOutboxCount;
   RemoteBatch* b = from->outbox[i];
   if (ISO_UNLIKELY(!b || b->dest != dest)) b = open_batch(from, i, dest, p);
-  std::uint32_t n = b->count;
-  b->entries[n] = remote_entry(z->id, idx);
-  b->count = n + 1;
-  std::uint32_t bytes = b->bytes + z->chunk_size;
-  b->bytes = bytes;
+  std::uint64_t fill = b->fill;
+  b->entries[static_cast<std::uint32_t>(fill)] = remote_entry(z->id, idx);
+  fill += batch_fill_step(z->chunk_size);
+  b->fill = fill;
   ++from->remote_frees_sent;
-  if (ISO_UNLIKELY(n + 1 == kRemoteBatchChunks || bytes >= kRemoteBatchBytes)) {
+  if (ISO_UNLIKELY(static_cast<std::uint32_t>(fill) == kRemoteBatchChunks ||
+                   (fill >> 32) >= kRemoteBatchBytes)) {
     send_from(from, b);
     from->outbox[i] = nullptr;
     from->open_outboxes &= ~(std::uint64_t{1} << i);
@@ -149,7 +148,7 @@ void post_remote_direct(const Zone* z, std::uint32_t idx, const void* p) {
   RemoteBatch* b = batch_get();
   if (!b) fatal(Fault::kOutOfMetadata, p, -1);
   b->dest = z->owner_id;
-  b->count = 1;
+  b->fill = batch_fill_step(z->chunk_size);
   b->entries[0] = remote_entry(z->id, idx);
   send(b);
 }
@@ -324,14 +323,15 @@ void shard_free_chores(Shard* s) {
 
 void shard_drain_inbox(Shard* s) {
   s->inbox.drain([s](RemoteBatch* b) {
-    for (std::uint32_t i = 0; i < b->count; ++i) {
+    const std::uint32_t count = b->count();
+    for (std::uint32_t i = 0; i < count; ++i) {
       std::uint64_t e = b->entries[i];
       Zone* z = &g_zones[remote_entry_zone(e)];
       if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, z, z->id);
       zone_free_at(*z, remote_entry_chunk(e));
       shard_note_free(s, z);
     }
-    s->remote_frees_received += b->count;
+    s->remote_frees_received += count;
     recycle_batch(s, b);
   });
 }
