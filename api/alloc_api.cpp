@@ -43,6 +43,7 @@ void iso_get_stats(struct iso_stats* out) {
   out->shards = shard_count();
   out->shards_pooled = shards_pooled();
   out->zones = r.zones;
+  out->common_zones = common_shard_zones();
   out->big_live = r.big_live;
   out->big_cached_bytes = r.big_cached_bytes;
   out->metadata_bytes = r.metadata_bytes;

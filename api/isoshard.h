@@ -40,6 +40,7 @@ struct iso_stats {
   uint64_t zones_released;     /* empty zones whose pages went back to the OS */
   uint64_t inbox_overflows;    /* batches that found the calling shard's queue full */
   uint64_t remote_batches_sent; /* the batches remote_frees_sent travelled in */
+  uint32_t common_zones;       /* of zones, those of the common shard (light allocations) */
 };
 ISOSHARD_API void iso_get_stats(struct iso_stats* out);
 

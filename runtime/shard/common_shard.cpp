@@ -34,6 +34,7 @@ constinit std::atomic<unsigned> g_stripe_count{0};
 // Bit i: stripe i lists empty zones. Set under that stripe's lock; other threads' slow paths
 // read it to know there is something to purge without taking a lock.
 constinit std::atomic<std::uint64_t> g_stripes_with_donors{0};
+constinit std::atomic<std::uint32_t> g_common_zones{0};
 // Light allocations this thread has made of each class (saturating at the limit).
 thread_local constinit std::uint8_t t_light_used[kClassCount] [[gnu::tls_model("initial-exec")]] = {};
 // The thread's stripe + 1 (0: not chosen yet).
@@ -111,6 +112,9 @@ void shard_free_common(Zone* z, void* p) {
   shard_free_owned(common, z, p);
   note_donors(common);
 }
+
+std::uint32_t common_shard_zones() { return g_common_zones.load(std::memory_order_relaxed); }
+void common_shard_count_zone() { g_common_zones.fetch_add(1, std::memory_order_relaxed); }
 
 bool common_shard_has_donors() {
   return g_stripes_with_donors.load(std::memory_order_relaxed) != 0;

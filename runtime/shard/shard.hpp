@@ -102,6 +102,9 @@ ISO_COLD void* shard_alloc_common(unsigned cls, bool zero);
 ISO_COLD void shard_free_common(Zone* z, void* p);
 // Whether the common shard holds empty zones (a hint: read without its lock).
 bool common_shard_has_donors();
+// Zones the common shard's stripes have made; new_zone counts them.
+std::uint32_t common_shard_zones();
+void common_shard_count_zone();
 // Releases the common shard's empty zones older than retain_ms, unless another thread holds
 // its lock. Any bound thread's purge calls it: after a process's last light allocation the
 // common shard's own slow path never runs again.

@@ -48,6 +48,7 @@ Zone* new_zone(Shard* s, unsigned cls) {
   if (z) {  // before any chunk of it is handed out
     z->owner_id = s->id;
     z->common = shard_is_common(s);
+    if (z->common) common_shard_count_zone();
   }
   return z;
 }

@@ -322,7 +322,10 @@ TEST(ThreadExit, ChurningThreadsReusePooledShardsAndTheirZones) {
   EXPECT_EQ(bad.load(), 0u);
   EXPECT_EQ(after.shards, warm.shards) << "new shards despite a pool of " << warm.shards_pooled;
   expect_shards_reused(warm, after);
-  EXPECT_LE(after.zones - warm.zones, 8u) << "pooled shards' zones were not reused";
+  // The common shard's zones are not the pool's: a thread that lands on a stripe whose
+  // zones an earlier test shaped makes the classes it lacks (on 16 CPUs, 26 zones here).
+  EXPECT_LE((after.zones - after.common_zones) - (warm.zones - warm.common_zones), 8u)
+      << "pooled shards' zones were not reused";
   // A second stream picks up the pooled shards whose inboxes now hold those frees.
   run_rounds(4, body);
   EXPECT_EQ(bad.load(), 0u);

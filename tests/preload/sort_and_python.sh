@@ -56,7 +56,7 @@ class IsoStats(ctypes.Structure):
                 ("big_cached_bytes", ctypes.c_size_t), ("metadata_bytes", ctypes.c_size_t),
                 ("remote_frees_sent", ctypes.c_uint64), ("remote_frees_received", ctypes.c_uint64),
                 ("zones_released", ctypes.c_uint64), ("inbox_overflows", ctypes.c_uint64),
-                ("remote_batches_sent", ctypes.c_uint64)]
+                ("remote_batches_sent", ctypes.c_uint64), ("common_zones", ctypes.c_uint32)]
 
 proc = ctypes.CDLL(None)
 try:

@@ -194,7 +194,12 @@ TEST(CommonShard, ShortThreadsMakeNoZonesOfTheirOwn) {
       for (std::size_t n : kSizes) ps.push_back(iso_alloc(n));
     for (void* p : ps) iso_free(p);
   };
+  iso_stats before{}, after{};
+  iso_get_stats(&before);
   std::thread(body).join();  // the common shard makes its zones
+  iso_get_stats(&after);
+  EXPECT_EQ(after.common_zones - before.common_zones, after.zones - before.zones)
+      << "zones a light thread made were not counted as the common shard's";
   const std::uint32_t zones = root_stats().zones;
   for (int i = 0; i < 300; ++i) std::thread(body).join();
   EXPECT_EQ(root_stats().zones, zones) << "short threads made zones of their own";
