@@ -21,10 +21,15 @@ std::uint64_t mix(std::uint64_t z) {
 // chunk does not forge another chunk's canary without also revealing the address.
 std::uint64_t canary_value(const Zone& z, std::uintptr_t chunk) { return z.canary_secret ^ chunk; }
 
-// The canary of each group of kCanaryGroupChunks sits at a secret offset in the group.
+// The canary of each group of kCanaryGroupChunks (two bitmap words) sits at a secret offset
+// in the group, never first or last in its word: a chunk's neighbour in another word is then
+// never a canary, and free checks only the neighbours its own bitmap word holds.
+static_assert(kCanaryGroupChunks == 2 * kChunksPerWord);
 std::uint32_t canary_index(const Zone& z, std::uint32_t group) {
+  constexpr std::uint32_t kInner = kChunksPerWord - 2;  // positions 1 .. 30 of a word
   std::uint64_t r = mix(g_secret ^ (std::uint64_t{z.id} << 32) ^ group);
-  return group * kCanaryGroupChunks + static_cast<std::uint32_t>(r % kCanaryGroupChunks);
+  auto pos = static_cast<std::uint32_t>(r % (2 * kInner));
+  return group * kCanaryGroupChunks + pos / kInner * kChunksPerWord + pos % kInner + 1;
 }
 
 void write_canary(Zone& z, std::uint32_t idx) {
@@ -342,12 +347,6 @@ void zone_check_canary(const Zone& z, std::uint32_t idx) {
   std::memcpy(&head, reinterpret_cast<void*>(c), sizeof head);
   std::memcpy(&tail, reinterpret_cast<void*>(c + z.chunk_bytes() - sizeof tail), sizeof tail);
   if (head != want || tail != want) zone_canary_fault(z, idx);
-}
-
-void zone_check_neighbours(const Zone& z, std::uint32_t idx) {
-  if (idx > 0 && chunk_state(z.bitmap, idx - 1) == kChunkCanary)
-    zone_check_canary_word(z, idx - 1, false);
-  if (chunk_state(z.bitmap, idx + 1) == kChunkCanary) zone_check_canary_word(z, idx + 1, true);
 }
 
 void zone_canary_fault(const Zone& z, std::uint32_t idx) {

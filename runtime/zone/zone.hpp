@@ -126,8 +126,6 @@ ISO_COLD [[noreturn]] void zone_bad_free(const Zone& z, const void* p, std::uint
 // Checks both ends of canary chunk idx.
 void zone_check_canary(const Zone& z, std::uint32_t idx);
 ISO_COLD [[noreturn]] void zone_canary_fault(const Zone& z, std::uint32_t idx);
-// Checks the canary words next to chunk idx (its neighbours may sit in other bitmap words).
-[[gnu::noinline]] void zone_check_neighbours(const Zone& z, std::uint32_t idx);
 
 // Address of chunk idx.
 ISO_ALWAYS_INLINE std::uintptr_t zone_chunk_addr(const Zone& z, std::uint32_t idx) {
@@ -186,8 +184,6 @@ ISO_ALWAYS_INLINE void zone_free_at(Zone& z, std::uint32_t idx) {
   std::uint64_t me = std::uint64_t{1} << sh;
   if (ISO_UNLIKELY((canaries & (me << 2)) != 0)) zone_check_canary_word(z, idx + 1, true);
   if (ISO_UNLIKELY((canaries & (me >> 2)) != 0)) zone_check_canary_word(z, idx - 1, false);
-  // First or last chunk of its word: the neighbour across the boundary is in the next word.
-  if (ISO_UNLIKELY(((idx + 1) & 31u) < 2)) zone_check_neighbours(z, idx);
 #endif
 #if ISOSHARD_SANITIZE_CHUNKS
   std::memset(reinterpret_cast<void*>(zone_chunk_addr(z, idx)), 0xde, z.chunk_bytes());

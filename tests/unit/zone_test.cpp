@@ -56,6 +56,28 @@ TEST(Zone, HandsOutDistinctAlignedChunksUntilFullThenRefuses) {
   EXPECT_EQ(zone_verify(*z), 0u);
 }
 
+TEST(Zone, EachGroupHasOneCanaryNeverFirstOrLastInItsBitmapWord) {
+  // Free checks only the canary neighbours its own bitmap word holds: a canary at a word's
+  // edge would have a neighbour in the next word that no free checks.
+  Zone* z = make_zone(size_class_of(64));
+  std::vector<void*> ps;
+  while (void* p = take(*z)) ps.push_back(p);
+  ASSERT_EQ(z->committed_chunks, z->chunk_count());
+  std::vector<unsigned> per_group(z->chunk_count() / kCanaryGroupChunks + 1);
+  std::set<unsigned> offsets;
+  for (std::uint32_t i = 0; i < z->chunk_count(); ++i) {
+    if (chunk_state(z->bitmap, i) != kChunkCanary) continue;
+    EXPECT_NE(i % kChunksPerWord, 0u) << "canary " << i << " first in its word";
+    EXPECT_NE(i % kChunksPerWord, kChunksPerWord - 1) << "canary " << i << " last in its word";
+    ++per_group[i / kCanaryGroupChunks];
+    offsets.insert(i % kCanaryGroupChunks);
+  }
+  for (std::size_t g = 0; g < z->chunk_count() / kCanaryGroupChunks; ++g)
+    EXPECT_EQ(per_group[g], 1u) << "group " << g;
+  EXPECT_GT(offsets.size(), 40u) << "canary offsets barely vary";  // 60 possible
+  for (void* p : ps) zone_free(*z, p);
+}
+
 TEST(Zone, FreedChunkIsReusedFirst) {
   Zone* z = make_zone(size_class_of(64));
   void* a = take(*z);
