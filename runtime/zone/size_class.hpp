@@ -3,6 +3,7 @@
 // every power of two in range is a class (aligned allocations rely on that).
 #pragma once
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 
@@ -44,17 +45,21 @@ constexpr std::uint32_t class_bytes_of(unsigned cls) {
   return (1u << e) + ((sub + 1) << (e - 2));
 }
 
-// chunk index = (offset * recip) >> kRecipShift, exact for every offset inside a zone:
-// recip = ceil(2^40 / size) errs by e < size <= 2^18, and offset * e < 2^22 * 2^18 = 2^40.
-inline constexpr unsigned kRecipShift = 40;
-static_assert(kZoneSlotBytes <= (std::size_t{1} << 22), "reciprocal sized for 4 MiB zones");
-static_assert(kMaxSmallBytes <= (std::size_t{1} << 18), "reciprocal sized for 256 KiB chunks");
-
 struct SizeClassInfo {
   std::uint32_t chunk_bytes;
   std::uint32_t chunk_count;  // chunks in one zone's user pages
-  std::uint64_t recip;
+  // chunk_bytes = odd << odd_shift; odd_inverse * odd = 1 modulo 2^64 (see zone_chunk_at).
+  std::uint64_t odd_inverse;
+  std::uint8_t odd_shift;
 };
+
+// The inverse of an odd number modulo 2^64: Newton's iteration doubles the correct low bits
+// (3 to start: m * m = 1 modulo 8 for odd m).
+constexpr std::uint64_t inverse_mod_2_64(std::uint64_t odd) {
+  std::uint64_t x = odd;
+  for (int i = 0; i < 5; ++i) x *= 2 - odd * x;
+  return x;
+}
 
 constexpr std::array<SizeClassInfo, kClassCount> make_class_table() {
   std::array<SizeClassInfo, kClassCount> t{};
@@ -62,17 +67,33 @@ constexpr std::array<SizeClassInfo, kClassCount> make_class_table() {
     std::uint32_t b = class_bytes_of(c);
     t[c].chunk_bytes = b;
     t[c].chunk_count = static_cast<std::uint32_t>(kZoneUserBytes / b);
-    t[c].recip = ((std::uint64_t{1} << kRecipShift) + b - 1) / b;
+    t[c].odd_shift = static_cast<std::uint8_t>(__builtin_ctz(b));
+    t[c].odd_inverse = inverse_mod_2_64(b >> t[c].odd_shift);
   }
   return t;
 }
 
 inline constexpr std::array<SizeClassInfo, kClassCount> kClasses = make_class_table();
 static_assert(class_bytes_of(kClassCount - 1) == kMaxSmallBytes);
+static_assert([] {
+  for (const SizeClassInfo& c : kClasses)
+    if ((c.chunk_bytes >> c.odd_shift) * c.odd_inverse != 1 || ((c.chunk_bytes >> c.odd_shift) & 1) == 0)
+      return false;
+  return true;
+}(), "odd_inverse inverts each class's odd factor");
 static_assert(size_class_of(kMaxSmallBytes) == kClassCount - 1);
 
-ISO_ALWAYS_INLINE constexpr std::uint32_t chunk_index_of(std::uint64_t offset, unsigned cls) {
-  return static_cast<std::uint32_t>((offset * kClasses[cls].recip) >> kRecipShift);
+// Whether `offset` (from a zone's first chunk) starts chunk idx < chunk_count, for chunks of
+// odd << odd_shift bytes. For offset = idx * size, offset times odd's inverse modulo 2^64,
+// rotated right by odd_shift, is idx; for any other 64-bit offset it is at least
+// 2^64 / size, far past any chunk count (exact division by multiplication, Hacker's Delight
+// 10-17). One multiply and one compare check the start and the range: no division.
+ISO_ALWAYS_INLINE constexpr bool chunk_start(std::uint64_t offset, std::uint64_t odd_inverse,
+                                             unsigned odd_shift, std::uint32_t chunk_count,
+                                             std::uint32_t& idx) {
+  std::uint64_t q = std::rotr(offset * odd_inverse, static_cast<int>(odd_shift));
+  idx = static_cast<std::uint32_t>(q);
+  return q < chunk_count;
 }
 
 }  // namespace iso

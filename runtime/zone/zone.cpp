@@ -184,7 +184,9 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
   z.kind = SlotKind::kZone;
   z.cls = static_cast<std::uint8_t>(cls);
   z.chunk_size = kClasses[cls].chunk_bytes;
-  z.recip = kClasses[cls].recip;
+  z.chunk_count_ = kClasses[cls].chunk_count;
+  z.odd_inverse = kClasses[cls].odd_inverse;
+  z.odd_shift = kClasses[cls].odd_shift;
   z.id = id;
   z.user_base = slot_base + kPageBytes;
   z.bitmap = bitmap;

@@ -45,9 +45,11 @@ struct alignas(2048) Zone {
   SlotKind kind;
   std::uint8_t cls;
   bool common;                 // the common shard's: freed under its lock, never sent home
-  std::uint32_t id;            // slot index
-  std::uint32_t chunk_size;    // kClasses[cls] copied here: one load less on the hot path
-  std::uint64_t recip;
+  std::uint8_t odd_shift;      // kClasses[cls] copied here (these four): one load less on
+  std::uint32_t id;            // slot index                              the hot path
+  std::uint32_t chunk_size;
+  std::uint32_t chunk_count_;
+  std::uint64_t odd_inverse;
   std::uintptr_t user_base;    // first chunk (big: the user pointer)
   std::uint64_t* bitmap;
   const void* owner;           // the shard whose thread may write this zone
@@ -76,7 +78,7 @@ struct alignas(2048) Zone {
   std::uint64_t summary[kSummaryWords];
 
   std::uint32_t chunk_bytes() const { return chunk_size; }
-  std::uint32_t chunk_count() const { return kClasses[cls].chunk_count; }
+  std::uint32_t chunk_count() const { return chunk_count_; }
   std::uint32_t bitmap_words() const {
     return (chunk_count() + kChunksPerWord - 1) / kChunksPerWord;
   }
@@ -159,11 +161,9 @@ ISO_ALWAYS_INLINE void* zone_pop(Zone& z) {
 }
 
 // The chunk index of p if p is the start of a chunk slot of this zone; false otherwise.
-// A multiply by the class's reciprocal and one by its size: no division.
 ISO_ALWAYS_INLINE bool zone_chunk_at(const Zone& z, const void* p, std::uint32_t& idx) {
   std::uint64_t off = reinterpret_cast<std::uintptr_t>(p) - z.user_base;
-  idx = static_cast<std::uint32_t>((off * z.recip) >> kRecipShift);
-  return off < kZoneUserBytes && std::uint64_t{idx} * z.chunk_bytes() == off;
+  return chunk_start(off, z.odd_inverse, z.odd_shift, z.chunk_count_, idx);
 }
 
 // Frees chunk idx of this zone (the caller's thread owns it). Aborts unless it is in use.
