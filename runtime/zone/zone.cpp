@@ -172,8 +172,7 @@ void zone_set_secret(std::uint64_t secret) { g_secret = secret; }
 void zone_set_moves_span_mappings(bool yes) { g_moves_span_mappings = yes; }
 
 std::size_t zone_bitmap_bytes(unsigned cls) {
-  // One spare word past the end so the neighbour check of the last chunk stays inside.
-  std::size_t words = (kClasses[cls].chunk_count + kChunksPerWord - 1) / kChunksPerWord + 1;
+  std::size_t words = (kClasses[cls].chunk_count + kChunksPerWord - 1) / kChunksPerWord;
   return (words * 8 + 63) & ~std::size_t{63};
 }
 
