@@ -23,7 +23,6 @@ struct RemoteBatch {
   std::uint64_t entries[kRemoteBatchChunks];
 
   std::uint32_t count() const { return static_cast<std::uint32_t>(fill); }
-  std::uint32_t bytes() const { return static_cast<std::uint32_t>(fill >> 32); }
 };
 
 ISO_ALWAYS_INLINE std::uint64_t batch_fill_step(std::uint32_t chunk_bytes) {
