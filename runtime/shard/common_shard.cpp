@@ -27,9 +27,9 @@ struct alignas(64) Stripe {
 };
 constinit Stripe g_stripes[kMaxCommonStripes] = {};
 // Stripes in use by default: half the CPUs the process may use, 1 to kMaxCommonStripes, fixed
-// at the first light allocation (0 before). Two CPUs share one: on this project's 2-CPU
-// machines a second stripe only added its zones to thread churn's RSS. Any count is safe at
-// any time: a chunk goes back to the stripe that owns its zone.
+// at the first light allocation (0 before). Two CPUs share one: on 2 CPUs a second stripe made
+// thread churn 35% faster but raised its peak RSS to glibc's level (see docs/DESIGN.md). Any
+// count is safe at any time: a chunk goes back to the stripe that owns its zone.
 constinit std::atomic<unsigned> g_stripe_count{0};
 // Bit i: stripe i lists empty zones. Set under that stripe's lock; other threads' slow paths
 // read it to know there is something to purge without taking a lock.
