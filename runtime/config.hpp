@@ -80,13 +80,13 @@ inline constexpr unsigned kInboxSlots = 64;
 // The owner looks at its inbox at least this often (in its own frees), besides its slow paths.
 inline constexpr unsigned kFreesPerChores = 4096;
 // Outboxes a shard keeps open at once (direct-mapped by destination shard id; at most 64, one
-// bit each in a mask). With 4, larson's 16 threads on 16 cores evicted a partial batch on
-// most remote frees and ran 7x slower than with 4 threads: every batch is a queue push and
-// two operations on the global batch pool, all of them on lines every core contends for.
+// bit each in a mask). With 4 (and a send at every slow path), larson's 16 threads on 16 CPUs
+// ran 6x slower than 4 threads: a thread freeing to 15 owners in random order through 4 slots
+// evicts a batch whenever the next free's owner differs from the one its slot holds (about 3
+// frees in 4), and every batch is a queue push and two operations on the global batch pool.
 inline constexpr unsigned kOutboxCount = 64;
-// The allocation slow path sends the open batches every this many calls, not at each: one
-// slow path comes every few dozen allocations, and sending then would ship batches of a
-// chunk or two.
+// The allocation slow path sends the open batches every this many calls, not at each, so
+// batches fill before they travel.
 inline constexpr unsigned kSlowPathsPerFlush = 8;
 // Batches a shard keeps from its drains for its own sends, off the global pool.
 inline constexpr unsigned kSpareBatches = 16;
