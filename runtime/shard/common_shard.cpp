@@ -4,9 +4,9 @@
 // threads past their exit release (later key destructors that allocate: binding them would
 // leave a shard nothing releases).
 // A thread allocates from the stripe of the CPU it ran on at its first light allocation, and
-// keeps it: with one lock for all, 16 threads allocating lightly on 16 CPUs (perf/thread_churn
-// 4000 16) took 14 times glibc's time. Keeping it, a thread fills one stripe with zones of the
-// classes it uses, not a few classes in each stripe it migrates through.
+// keeps it: with one lock for all, 16 threads allocating lightly on 16 CPUs
+// (perf/thread_churn 4000 16) took 12 to 14 times glibc's time. Keeping it, a thread fills one
+// stripe with zones of the classes it uses, not a few classes in each stripe it passes through.
 // A chunk is freed under its own stripe's lock, so a bad free aborts at once and a free chunk
 // is reused at once, whichever thread frees it.
 #include <atomic>
