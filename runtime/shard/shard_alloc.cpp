@@ -305,15 +305,16 @@ void shard_free_slow(Zone* z, void* p) {
   ShardFront* f = t_shard;
   if (ISO_UNLIKELY(is_sentinel(f))) {
     if (shard_thread_exited()) return post_remote_direct(z, idx, p);
-    f = shard_bind();
-    if (!f) fatal(Fault::kOutOfMetadata, p, z->id);
+    Shard* s = shard_bind();
+    if (!s) fatal(Fault::kOutOfMetadata, p, z->id);
+    if (z->owner == s) {  // the shard just bound (from the pool) owns it
+      zone_free_at(*z, idx);
+      return shard_note_free(s, z);
+    }
+    return post_remote(s, z, idx, p);
   }
-  Shard* s = static_cast<Shard*>(f);
-  if (z->owner == s) {  // the shard just bound owns it
-    zone_free_at(*z, idx);
-    return shard_note_free(s, z);
-  }
-  post_remote(s, z, idx, p);
+  // A bound thread gets here only for a zone it does not own (shard_free tested that).
+  post_remote(static_cast<Shard*>(f), z, idx, p);
 }
 
 void shard_free_chores(Shard* s) {
