@@ -113,10 +113,17 @@ void recycle_batch(Shard* s, RemoteBatch* b) {
   ++s->spare_count;
 }
 
-// Opens a batch for shard dest in outbox i, sending the batch there (for another shard).
+// Sends the batch in outbox i and leaves the outbox empty.
+void close_outbox(Shard* from, unsigned i) {
+  send_from(from, from->outbox[i]);
+  from->outbox[i] = nullptr;
+  from->open_outboxes &= ~(std::uint64_t{1} << i);
+}
+
+// Opens a batch for shard dest in outbox i, sending the one it held (for another shard).
 ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, const void* p) {
+  if (from->outbox[i]) close_outbox(from, i);
   RemoteBatch*& slot = from->outbox[i];
-  if (slot) send_from(from, slot);
   slot = take_batch(from);
   if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
   from->open_outboxes |= std::uint64_t{1} << i;
@@ -137,11 +144,8 @@ ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx
   b->fill = fill;
   ++from->remote_frees_sent;
   if (ISO_UNLIKELY(static_cast<std::uint32_t>(fill) == kRemoteBatchChunks ||
-                   (fill >> 32) >= kRemoteBatchBytes)) {
-    send_from(from, b);
-    from->outbox[i] = nullptr;
-    from->open_outboxes &= ~(std::uint64_t{1} << i);
-  }
+                   (fill >> 32) >= kRemoteBatchBytes))
+    close_outbox(from, i);
 }
 
 // A thread past its exit release has no outbox: its frees go home one per batch.
@@ -368,12 +372,8 @@ void shard_trim_for_pool(Shard* s) {
 
 void shard_flush_outboxes(Shard* s) {
   s->slow_paths_since_flush = 0;
-  for (std::uint64_t open = s->open_outboxes; open != 0; open &= open - 1) {
-    RemoteBatch*& b = s->outbox[__builtin_ctzll(open)];
-    send_from(s, b);
-    b = nullptr;
-  }
-  s->open_outboxes = 0;
+  while (s->open_outboxes != 0)
+    close_outbox(s, static_cast<unsigned>(__builtin_ctzll(s->open_outboxes)));
 }
 
 void shard_drop_outboxes(Shard* s) {
