@@ -7,8 +7,8 @@
 //                      bitmap's padding past chunk_count: scans stop at committed_chunks)
 //   summary bit w   is set for every bitmap word w holding a free chunk that is not in
 //                      the cache (it may also be set for words that hold none)
-//   only the owner shard's thread writes a zone; other threads read the immutable
-//   fields (kind, common, user_base, owner, owner_id) to route a free home.
+//   only the owner shard's thread writes a zone; other threads read its first cache line,
+//   written once when the slot is taken, to check a free and route it home.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -42,11 +42,13 @@ struct alignas(2048) Zone {
   // Set when the slot is taken, read by any thread (a free finds its way home through them).
   // This cache line is not written while the zone lives, so other threads' frees do not pull
   // it away from the owner: with `used` in it, a producer/consumer pair ran at half speed.
+  // chunk_size, chunk_count_, odd_inverse and odd_shift are kClasses[cls] copied here: free
+  // reads them without another load.
   SlotKind kind;
   std::uint8_t cls;
   bool common;                 // the common shard's: freed under its lock, never sent home
-  std::uint8_t odd_shift;      // kClasses[cls] copied here (these four): one load less on
-  std::uint32_t id;            // slot index                              the hot path
+  std::uint8_t odd_shift;
+  std::uint32_t id;            // slot index
   std::uint32_t chunk_size;
   std::uint32_t chunk_count_;
   std::uint64_t odd_inverse;
