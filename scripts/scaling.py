@@ -19,8 +19,8 @@ import argparse
 import os
 import re
 import statistics
+import subprocess
 import sys
-import time
 
 PEERS = {
     "tcmalloc": "libtcmalloc_minimal.so.4",
@@ -50,56 +50,21 @@ def workloads(threads):
 
 
 def measure(argv, preload, timeout):
-    """One run: its stdout. Polled with waitpid, so a hung run is killed on time."""
+    """One run: its stdout. A run that hangs is killed after `timeout` seconds."""
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     if preload:
         env["LD_PRELOAD"] = preload
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        os.dup2(write_end, 1)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        try:
-            os.execve(argv[0], argv, env)
-        finally:
-            os._exit(127)
-    os.close(write_end)
-    chunks = []
-    deadline = time.monotonic() + timeout
-    os.set_blocking(read_end, False)
-    status = None
-    while status is None:
-        try:
-            data = os.read(read_end, 65536)
-            if data:
-                chunks.append(data)
-        except BlockingIOError:
-            pass
-        done_pid, wait_status = os.waitpid(pid, os.WNOHANG)
-        if done_pid == pid:
-            status = wait_status
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            os.close(read_end)
-            raise RuntimeError(f"killed after {timeout} s")
-        time.sleep(0.005)
-    os.set_blocking(read_end, True)
-    while True:
-        data = os.read(read_end, 65536)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(read_end)
-    text = b"".join(chunks).decode(errors="replace")
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"exit status {code}")
-    return text
+    try:
+        done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"killed after {timeout} s")
+    if done.returncode != 0:
+        raise RuntimeError(f"exit status {done.returncode}")
+    if b"cannot be preloaded" in done.stderr:
+        raise RuntimeError("cannot be preloaded")
+    return done.stdout.decode(errors="replace")
 
 
 def metric_of(kind, text):
