@@ -46,14 +46,19 @@ std::vector<unsigned> usable_cpu_list() {
   return cpus;
 }
 
-// Runs f on a new thread that runs on cpu alone (sched_setaffinity moves it there at once).
+// Keeps the calling thread on cpu alone (sched_setaffinity moves it there at once).
+bool pin_to(unsigned cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+// Runs f on a new thread that runs on cpu alone.
 template <class F>
 void on_cpu(unsigned cpu, F f) {
   std::thread([&] {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+    ASSERT_TRUE(pin_to(cpu));
     f();
   }).join();
 }
@@ -150,10 +155,7 @@ TEST(CommonShard, ThreadsOnEveryCpuTradeLightChunksAcrossStripes) {
   std::vector<std::thread> ts;
   for (int t = 0; t < kThreads; ++t) {
     ts.emplace_back([&, t] {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(cpus[t % cpus.size()], &set);
-      ASSERT_EQ(sched_setaffinity(0, sizeof set, &set), 0);
+      ASSERT_TRUE(pin_to(cpus[t % cpus.size()]));
       for (int r = 0; r < kRounds; ++r) {
         std::size_t n = kSizes[(t + r) % 3];
         auto* mine = static_cast<unsigned char*>(iso_alloc(n));
