@@ -377,6 +377,15 @@ std::uint32_t zone_verify(const Zone& z) {
     bad = idx >= z.committed_chunks || (chunk_state(z.bitmap, idx) & 1u) != 0;
     for (std::uint32_t j = 0; !bad && j < k; ++j) bad = z.cache.slots[j] == idx;
   }
+  // Every free chunk outside the cache is findable: its word's summary bit is set.
+  for (std::uint32_t w = 0; !bad && w * kChunksPerWord < z.committed_chunks; ++w) {
+    std::uint64_t free = free_chunks_mask(z.bitmap[w]);
+    for (std::uint32_t k = 0; k < z.cache.count; ++k)
+      if (z.cache.slots[k] / kChunksPerWord == w) free &= ~(std::uint64_t{1} << bitmap_shift(z.cache.slots[k]));
+    std::uint32_t past = z.committed_chunks - w * kChunksPerWord;  // committed chunks from w on
+    if (past < kChunksPerWord) free &= (std::uint64_t{1} << (2 * past)) - 1;
+    bad = free != 0 && (z.summary[w >> 6] >> (w & 63) & 1) == 0;
+  }
   if (bad) fatal(Fault::kCorruptMetadata, reinterpret_cast<void*>(z.user_base), z.id, z.chunk_bytes());
   return in_use;
 }
