@@ -47,6 +47,9 @@ bool root_init() {
   std::size_t runs_table = kMaxFreeRuns * sizeof(SlotRun);
   zone_table = (zone_table + kPageBytes - 1) & ~(kPageBytes - 1);
   if (!g_tables.init(zone_table + runs_table) || !g_bitmaps.init(kBitmapArenaBytes)) return false;
+  // Once for every page to come: commits keep the advice (os::commit).
+  os::advise_user(range, kReservedBytes);
+  os::advise_bitmap(g_bitmaps.base(), kBitmapArenaBytes);
   g_zones = static_cast<Zone*>(g_tables.alloc(zone_table, kPageBytes));
   g_free_runs = static_cast<SlotRun*>(g_tables.alloc(runs_table, kPageBytes));
   zone_set_secret(os::random_u64());

@@ -95,7 +95,6 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
     bool populate =
         ISOSHARD_PRE_POPULATE_PAGES && (z.committed_bytes >= kPrefaultFromBytes || z.grow_fast);
     if (os::commit(rest, step - moved, populate)) {
-      os::advise_user(rest, step - moved);
       record_piece(z, z.committed_bytes + moved);
     } else {
       if (moved == 0) return false;
@@ -196,7 +195,6 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
   z.canary_secret = mix(g_secret + 0x9e3779b97f4a7c15ull * (std::uint64_t{id} + 1));
   // The bitmap stays untouched until chunks are committed: a zone costs no bitmap pages
   // before it is used (padding past chunk_count is never scanned: see the invariants).
-  os::advise_bitmap(bitmap, zone_bitmap_bytes(cls));
 }
 
 bool zone_refill(Zone& z, const PageSupply* supply) {
@@ -262,9 +260,9 @@ std::size_t zone_donate_tail(Zone& z, std::uintptr_t dst, std::size_t max_bytes)
   if (spare == 0) return 0;
   std::size_t n = max_bytes < spare ? max_bytes : spare;
   std::uintptr_t src = shrink_empty(z, z.committed_bytes - n);
-  bool moved = os::move_pages(src, dst, n);
+  if (os::move_pages(src, dst, n)) return n;
   os::decommit(reinterpret_cast<void*>(src), n);  // inaccessible, still reserved
-  return moved ? n : 0;
+  return 0;
 }
 
 std::size_t zone_trim(Zone& z) {
