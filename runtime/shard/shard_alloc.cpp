@@ -132,12 +132,13 @@ ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, co
   return slot;
 }
 
-// Puts chunk idx of zone z (at p) in the freeing thread's batch for the zone's owner.
-ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx, const void* p) {
+// Puts chunk idx of zone z in from's open batch for the zone's owner, sending the batch once
+// it is full; false (nothing done) when no batch for that owner is open.
+ISO_ALWAYS_INLINE bool append_remote(Shard* from, const Zone* z, std::uint32_t idx) {
   std::uint32_t dest = z->owner_id;
   unsigned i = dest % kOutboxCount;
   RemoteBatch* b = from->outbox[i];
-  if (ISO_UNLIKELY(!b || b->dest != dest)) b = open_batch(from, i, dest, p);
+  if (ISO_UNLIKELY(!b || b->dest != dest)) return false;
   std::uint64_t fill = b->fill;
   b->entries[static_cast<std::uint32_t>(fill)] = remote_entry(z->id, idx);
   fill += batch_fill_step(z->chunk_size);
@@ -146,6 +147,14 @@ ISO_ALWAYS_INLINE void post_remote(Shard* from, const Zone* z, std::uint32_t idx
   if (ISO_UNLIKELY(static_cast<std::uint32_t>(fill) == kRemoteBatchChunks ||
                    (fill >> 32) >= kRemoteBatchBytes))
     close_outbox(from, i);
+  return true;
+}
+
+// Puts chunk idx of zone z (at p) in the freeing thread's batch for the zone's owner.
+void post_remote(Shard* from, const Zone* z, std::uint32_t idx, const void* p) {
+  if (append_remote(from, z, idx)) return;
+  open_batch(from, z->owner_id % kOutboxCount, z->owner_id, p);
+  append_remote(from, z, idx);
 }
 
 // A thread past its exit release has no outbox: its frees go home one per batch.
@@ -296,7 +305,9 @@ void shard_zone_event(Shard* s, Zone* z) {
   z->donor_since_ms = os::now_ms();
 }
 
-void shard_free_slow(Zone* z, void* p) {
+// Everything shard_free_slow's first test leaves: null, big and common chunks, bad pointers,
+// unbound and exited threads, and a free that opens a batch.
+ISO_COLD void free_slow_rest(Zone* z, void* p) {
   if (!z) {
     if (p == nullptr) return;
     fatal(Fault::kInvalidFree, p, -1);
@@ -319,6 +330,18 @@ void shard_free_slow(Zone* z, void* p) {
   }
   // A bound thread gets here only for a zone it does not own (shard_free tested that).
   post_remote(static_cast<Shard*>(f), z, idx, p);
+}
+
+void shard_free_slow(Zone* z, void* p) {
+  // The common case, tested first with nothing to keep across a call (so nothing to save): a
+  // bound thread frees a chunk of another shard's zone into its open batch for that shard.
+  std::uint32_t idx;
+  ShardFront* f = t_shard;
+  if (ISO_LIKELY(z != nullptr && z->kind == SlotKind::kZone && !z->common && !is_sentinel(f) &&
+                 zone_chunk_at(*z, p, idx)) &&
+      append_remote(static_cast<Shard*>(f), z, idx))
+    return;
+  free_slow_rest(z, p);
 }
 
 void shard_free_chores(Shard* s) {
