@@ -2,6 +2,7 @@
 #include "api/isoshard.h"
 
 #include "api/alloc_impl.hpp"
+#include "runtime/platform.hpp"
 #include "runtime/shard/shard.hpp"
 
 using namespace iso;
@@ -34,6 +35,21 @@ void iso_flush(void) {
   Shard* s = static_cast<Shard*>(f);
   shard_flush_outboxes(s);
   shard_drain_inbox(s);
+}
+
+int iso_trim(void) {
+  if (!root_ready()) return 0;
+  std::uint64_t released = 0;
+  ShardFront* f = t_shard;
+  if (!is_sentinel(f)) {
+    Shard* s = static_cast<Shard*>(f);
+    std::uint64_t before = s->zones_released;
+    shard_purge_donors(s, true);
+    released += s->zones_released - before;
+  }
+  released += common_shard_purge(true);
+  released += shard_trim_pooled(os::now_ms(), true);
+  return released != 0;
 }
 
 void iso_get_stats(struct iso_stats* out) {

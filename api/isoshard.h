@@ -27,6 +27,11 @@ ISOSHARD_API void* iso_aligned_alloc(size_t alignment, size_t size);
 ISOSHARD_API uint64_t iso_verify(void);
 /* Sends the calling thread's pending cross-thread frees and takes in the ones sent to it. */
 ISOSHARD_API void iso_flush(void);
+/* Gives free memory back to the OS now rather than when it has been idle for a while: the
+ * calling thread's empty zones, the common shard's, and the zones of the shards that exited
+ * threads left in the pool (as far as chunks still in use allow). Returns 1 if it released
+ * any, 0 otherwise (malloc_trim calls it). */
+ISOSHARD_API int iso_trim(void);
 
 struct iso_stats {
   uint32_t shards;             /* shards ever created */

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "api/alloc_impl.hpp"
+#include "api/isoshard.h"
 
 #define ISO_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -76,6 +77,7 @@ ISO_EXPORT void* pvalloc(size_t size) {
   return api::aligned(kPageBytes, rounded ? rounded : kPageBytes);
 }
 
-// glibc extras that programs call: keep them harmless.
-ISO_EXPORT int malloc_trim(size_t) { return 0; }
+// glibc extras that programs call. malloc_trim gives free memory back at once (the pad is
+// not needed: nothing is trimmed from a heap top); mallopt accepts and ignores.
+ISO_EXPORT int malloc_trim(size_t) { return iso_trim(); }
 ISO_EXPORT int mallopt(int, int) { return 1; }

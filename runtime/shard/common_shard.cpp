@@ -120,18 +120,22 @@ bool common_shard_has_donors() {
   return g_stripes_with_donors.load(std::memory_order_relaxed) != 0;
 }
 
-void common_shard_purge() {
+std::uint64_t common_shard_purge(bool all) {
+  std::uint64_t released = 0;
   for (std::uint64_t todo = g_stripes_with_donors.load(std::memory_order_relaxed); todo != 0;
        todo &= todo - 1) {
     Stripe& stripe = g_stripes[__builtin_ctzll(todo)];
     // Held: someone is busy in it, and the next slow path of anyone tries again.
     if (!stripe.lock.try_lock()) continue;
     if (stripe.shard) {
-      shard_purge_donors(stripe.shard, false);
+      std::uint64_t before = stripe.shard->zones_released;
+      shard_purge_donors(stripe.shard, all);
+      released += stripe.shard->zones_released - before;
       note_donors(stripe.shard);
     }
     stripe.lock.unlock();
   }
+  return released;
 }
 
 void shard_verify_common() {

@@ -36,7 +36,9 @@ struct ShardFront {
 struct Shard : ShardFront {
   std::uint32_t id;
   std::atomic<std::uint32_t> pool_link;   // shard pool fallback list
-  std::atomic<bool> bound;                // a live thread uses it
+  std::atomic<bool> bound;                // held: by its thread, or by a thread trimming it
+  // Pooled with its pages untrimmed since this time (0: bound, or trimmed).
+  std::atomic<std::uint64_t> untrimmed_since_ms;
   bool lock_metadata;                     // the main thread's: default zones mlocked
   bool common;                            // a stripe of the common shard (never pooled)
   std::uint8_t stripe;                    // which one
@@ -87,6 +89,13 @@ void shard_install_hooks();
 bool shard_thread_exited();
 // A new shard, not yet bound (takes the shard-init lock); nullptr when out of metadata.
 Shard* shard_create();
+// Trims the pooled shards that have waited retain_ms since their thread exited (all pooled
+// shards when `all`): each takes in its inbox and gives back pages as shard_trim_for_pool
+// says. Unless `all`, at most once per retain_ms / 2 in the whole process. Returns the bytes
+// given back.
+std::size_t shard_trim_pooled(std::uint64_t now, bool all);
+// Whether some pooled shard is still untrimmed (a hint: read without ordering).
+bool shard_pool_trim_pending();
 
 // --- common_shard.cpp: the zones all threads share, under a lock per stripe ----------------
 // A thread takes its first g_options.light_allocs allocations of each class from the common
@@ -105,10 +114,11 @@ bool common_shard_has_donors();
 // Zones the common shard's stripes have made; new_zone counts them.
 std::uint32_t common_shard_zones();
 void common_shard_count_zone();
-// Releases the common shard's empty zones older than retain_ms, unless another thread holds
-// its lock. Any bound thread's purge calls it: after a process's last light allocation the
-// common shard's own slow path never runs again.
-void common_shard_purge();
+// Releases the common shard's empty zones older than retain_ms (all of them when `all`),
+// unless another thread holds its lock. Any bound thread's purge calls it: after a process's
+// last light allocation the common shard's own slow path never runs again. Returns the
+// zones released.
+std::uint64_t common_shard_purge(bool all = false);
 // shard_verify of the common shard (aborts on corruption).
 void shard_verify_common();
 void common_shard_prefork();
@@ -134,11 +144,11 @@ void shard_drop_outboxes(Shard* s);
 // Releases donor zones empty for longer than retain_ms (all of them when `all`), and those
 // of the common shard when it is free; at most every retain_ms / 2 unless `all`.
 void shard_purge_donors(Shard* s, bool all);
-// Before a shard waits in the pool: past the first kPooledZoneKeepBytes of each zone, the
-// empty zones give all their pages back and the others every page without a chunk in use or
-// a canary, so a pooled shard holds what other threads still use of it, not what its last
-// thread once touched.
-void shard_trim_for_pool(Shard* s);
+// A shard that waited in the pool for retain_ms: past the first kPooledZoneKeepBytes of each
+// zone, the empty zones give all their pages back and the others every page without a chunk
+// in use or a canary, so a pooled shard holds what other threads still use of it, not what
+// its last thread once touched. Returns the bytes given back.
+std::size_t shard_trim_for_pool(Shard* s);
 // Creates the shard's default zones (common sizes) where it has none of the class yet.
 void shard_make_default_zones(Shard* s);
 // Aborts on a broken invariant in any of the shard's zones; returns the chunks in use.

@@ -366,31 +366,31 @@ void shard_drain_inbox(Shard* s) {
 }
 
 void shard_purge_donors(Shard* s, bool all) {
-  // Nothing listed here or in the common shard: no clock read.
-  if (!all && s->donors == kNoZone && !common_shard_has_donors()) return;
+  // Nothing listed here, in the common shard or in the pool: no clock read.
+  if (!all && s->donors == kNoZone && !common_shard_has_donors() && !shard_pool_trim_pending())
+    return;
   std::uint64_t now = os::now_ms();
   // Measured from the last purge with today's retain_ms: a deadline stored under a longer
   // one (a test's) held the next purge back long after the setting changed.
   if (!all && now - s->last_purge_ms <= g_options.retain_ms / 2) return;
   s->last_purge_ms = now;
-  if (!shard_is_common(s)) common_shard_purge();
+  if (!shard_is_common(s)) {
+    common_shard_purge();
+    shard_trim_pooled(now, false);
+  }
   sweep_donors(s, all ? EmptyDonors::kReleaseAll : EmptyDonors::kReleaseOld, now);
 }
 
-void shard_trim_for_pool(Shard* s) {
+std::size_t shard_trim_for_pool(Shard* s) {
   // Every zone that may hold a free chunk is listed: the current one or on avail.
-  auto trim = [](Zone* z) {
-    if (z->used == 0) {
-      zone_trim(*z);
-    } else {
-      zone_discard_free_pages(*z);
-    }
-  };
+  std::size_t bytes = 0;
+  auto trim = [&bytes](Zone* z) { bytes += z->used == 0 ? zone_trim(*z) : zone_discard_free_pages(*z); };
   for (unsigned c = 0; c < kClassCount; ++c) {
     if (s->current[c] != &g_empty_zone) trim(s->current[c]);
     for (std::uint32_t id = s->avail[c]; id != kNoZone; id = g_zones[id].next_avail) trim(&g_zones[id]);
   }
   sweep_donors(s, EmptyDonors::kKeep, 0);
+  return bytes;
 }
 
 void shard_flush_outboxes(Shard* s) {

@@ -3,6 +3,7 @@
 // for when the stack is full) and the next thread to bind takes it, zones and all, so thread
 // churn costs no memory growth. Shard storage grows lazily from a reserved arena.
 #include <pthread.h>
+#include <sched.h>
 
 #include <cerrno>
 
@@ -11,6 +12,8 @@
 
 #include "runtime/errors.hpp"
 #include "runtime/metadata_arena.hpp"
+#include "runtime/options.hpp"
+#include "runtime/platform.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/id_stack.hpp"
 #include "runtime/shard/shard.hpp"
@@ -36,6 +39,8 @@ constinit MetadataArena g_shard_arena;
 constinit Shard** g_shard_table = nullptr;
 constinit std::atomic<std::uint32_t> g_shard_count{0};
 constinit std::atomic<std::uint32_t> g_pooled{0};
+constinit std::atomic<std::uint32_t> g_untrimmed_pooled{0};
+constinit std::atomic<std::uint64_t> g_last_pool_trim_ms{0};
 constinit ShardStack* g_pool = nullptr;
 constinit IdStack<ShardLink> g_pool_overflow;
 constinit pthread_key_t g_exit_key = 0;
@@ -91,11 +96,25 @@ Shard* take_pooled() {
   return nullptr;
 }
 
+// The shard's pages stay as its thread left them: the next thread to bind it (thread churn
+// takes the newest pooled shard first) reuses them without a syscall or a page fault. One
+// that waits retain_ms is trimmed by another thread's purge (shard_trim_pooled).
 void give_to_pool(Shard* s) {
-  s->bound.store(false, std::memory_order_relaxed);
+  std::uint64_t now = os::now_ms();
+  s->untrimmed_since_ms.store(now ? now : 1, std::memory_order_relaxed);
+  g_untrimmed_pooled.fetch_add(1, std::memory_order_relaxed);
+  s->bound.store(false, std::memory_order_release);
   g_pooled.fetch_add(1, std::memory_order_relaxed);
   if (!boost_lockfree_call([&] { return g_pool->bounded_push(s->id); }))
     g_pool_overflow.push(s->id, ShardLink{});
+}
+
+// Holds s for the calling thread. A pooled shard is held by anyone else only while a purge
+// trims it (shard_trim_pooled): then the binding thread waits for that trim to end.
+void claim(Shard* s) {
+  while (s->bound.exchange(true, std::memory_order_acquire)) sched_yield();
+  if (s->untrimmed_since_ms.exchange(0, std::memory_order_relaxed) != 0)
+    g_untrimmed_pooled.fetch_sub(1, std::memory_order_relaxed);
 }
 
 // Runs in the first destructor round. Other keys' destructors may still free or allocate
@@ -180,7 +199,7 @@ Shard* shard_bind() {
   Shard* s = take_pooled();
   if (!s) s = shard_create();
   if (!s) return nullptr;
-  s->bound.store(true, std::memory_order_relaxed);
+  claim(s);
   t_shard = s;
   shard_install_hooks();
   if (!t_exited) pthread_setspecific(g_exit_key, s);  // may calloc: we are bound by now
@@ -205,9 +224,39 @@ void shard_release_current() {
   Shard* s = static_cast<Shard*>(f);
   shard_flush_outboxes(s);
   shard_drain_inbox(s);
-  shard_trim_for_pool(s);
   t_shard = &g_sentinel_shard;
   give_to_pool(s);
+}
+
+bool shard_pool_trim_pending() {
+  return g_untrimmed_pooled.load(std::memory_order_relaxed) != 0;
+}
+
+std::size_t shard_trim_pooled(std::uint64_t now, bool all) {
+  if (!all) {
+    if (!shard_pool_trim_pending()) return 0;
+    std::uint64_t last = g_last_pool_trim_ms.load(std::memory_order_relaxed);
+    if (now - last <= g_options.retain_ms / 2 ||
+        !g_last_pool_trim_ms.compare_exchange_strong(last, now, std::memory_order_relaxed))
+      return 0;
+  }
+  std::size_t bytes = 0;
+  std::uint32_t n = shard_count();
+  for (std::uint32_t id = 0; id < n; ++id) {
+    Shard* s = shard_by_id(id);
+    // Measured with today's retain_ms (a test may change it while shards wait).
+    std::uint64_t since = s->untrimmed_since_ms.load(std::memory_order_relaxed);
+    if (since == 0 || (!all && (since > now || now - since < g_options.retain_ms))) continue;
+    bool free = false;  // bound (or held by another trimmer): leave it
+    if (!s->bound.compare_exchange_strong(free, true, std::memory_order_acquire)) continue;
+    if (s->untrimmed_since_ms.exchange(0, std::memory_order_relaxed) != 0) {  // not bound meanwhile
+      g_untrimmed_pooled.fetch_sub(1, std::memory_order_relaxed);
+      shard_drain_inbox(s);
+      bytes += shard_trim_for_pool(s);
+    }
+    s->bound.store(false, std::memory_order_release);
+  }
+  return bytes;
 }
 
 }  // namespace iso

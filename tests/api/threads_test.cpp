@@ -397,9 +397,11 @@ TEST(ProducerConsumer, PendingFreesAreSentWhenTheFreeingThreadAllocatesOnItsSlow
   });
   std::thread consumer([&] {
     while (void* p = ch.pop()) free(p);
+    // A slow path hands out up to a cache of 64: 640 take at least ten, even from a pooled
+    // shard whose zones and caches its last thread left full.
     std::vector<void*> mine;
-    mine.reserve(300);
-    for (int i = 0; i < 300; ++i) mine.push_back(malloc(opaque(std::size_t{30000})));
+    mine.reserve(640);
+    for (int i = 0; i < 640; ++i) mine.push_back(malloc(opaque(std::size_t{30000})));
     consumed.set();
     checked.wait();
     for (void* p : mine) free(p);

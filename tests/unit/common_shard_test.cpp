@@ -3,6 +3,7 @@
 // (no_light_allocs.cpp); the tests here set the count themselves (read when a thread binds).
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -207,8 +208,10 @@ TEST(CommonShard, ShortThreadsMakeNoZonesOfTheirOwn) {
   EXPECT_EQ(root_stats().zones, zones) << "short threads made zones of their own";
 }
 
-TEST(CommonShard, APooledShardKeepsOnlyThePagesOfChunksStillInUse) {
-  LightAllocs light(0);
+// A thread that allocated 400 pages' worth of 4 KiB chunks, freed all but one (returned) and
+// exited: its shard is in the pool, its zone holding that one chunk. resident_at_exit: the
+// zone's resident pages just before the thread ended.
+void* exit_after_a_burst(std::size_t* resident_at_exit = nullptr) {
   void* kept = nullptr;
   std::thread([&] {
     std::vector<void*> ps;
@@ -219,15 +222,64 @@ TEST(CommonShard, APooledShardKeepsOnlyThePagesOfChunksStillInUse) {
     kept = ps[300];  // handed to the main thread: its zone is not empty at exit
     for (void* p : ps)
       if (p != kept) iso_free(p);
+    const Zone* z = zone_of(kept);
+    if (resident_at_exit) *resident_at_exit = resident_pages(z->user_base, z->committed_bytes);
   }).join();
+  return kept;
+}
+
+// Resident pages a pooled shard's zone may keep once trimmed: its first kPooledZoneKeepBytes,
+// the page of the chunk still in use and those of the canaries.
+std::size_t trimmed_pages(const Zone* z) {
+  return kPooledZoneKeepBytes / kPageBytes + 1 + z->committed_chunks / kCanaryGroupChunks + 1;
+}
+
+TEST(CommonShard, APooledShardKeepsItsPagesForTheNextThread) {
+  // Thread churn takes the newest pooled shard first: giving its pages back at every exit
+  // made the next thread fault them in again.
+  LightAllocs light(0);
+  RetainMs retain(3600 * 1000);
+  std::size_t at_exit = 0;
+  void* kept = exit_after_a_burst(&at_exit);
   const Zone* z = zone_of(kept);
-  ASSERT_GT(z->committed_bytes, std::size_t{1} << 20);
-  std::size_t canaries = z->committed_chunks / kCanaryGroupChunks + 1;
-  EXPECT_LE(resident_pages(z->user_base, z->committed_bytes),
-            kPooledZoneKeepBytes / kPageBytes + 1 + canaries);
-  EXPECT_EQ(static_cast<unsigned char*>(kept)[4095], 0x5c);
+  ASSERT_GT(at_exit, trimmed_pages(z) + 200);
+  EXPECT_EQ(resident_pages(z->user_base, z->committed_bytes), at_exit)
+      << "the exiting thread gave pages back";
   iso_free(kept);
   iso_flush();  // send it home now: the next thread to take that pooled shard sees it free
+}
+
+TEST(CommonShard, APooledShardGivesBackFreePagesOnceItHasWaitedRetainMs) {
+  LightAllocs light(0);
+  RetainMs retain(0);
+  void* kept = exit_after_a_burst();
+  const Zone* z = zone_of(kept);
+  ASSERT_GT(z->committed_bytes, std::size_t{1} << 20);
+  // The main thread's purges trim it (at most once a millisecond: the bound on rounds only
+  // keeps a broken build from spinning).
+  std::vector<void*> ps(200);
+  for (long round = 0; round < 1000000 && resident_pages(z->user_base, z->committed_bytes) > trimmed_pages(z);
+       ++round) {
+    for (void*& p : ps) p = iso_alloc(64);
+    for (void* p : ps) iso_free(p);
+  }
+  EXPECT_LE(resident_pages(z->user_base, z->committed_bytes), trimmed_pages(z));
+  EXPECT_EQ(static_cast<unsigned char*>(kept)[4095], 0x5c);  // the chunk in use kept its data
+  iso_free(kept);
+  iso_flush();
+}
+
+TEST(CommonShard, TrimGivesBackAPooledShardsFreePagesAtOnce) {
+  LightAllocs light(0);
+  RetainMs retain(3600 * 1000);
+  void* kept = exit_after_a_burst();
+  const Zone* z = zone_of(kept);
+  EXPECT_EQ(iso_trim(), 1);
+  EXPECT_LE(resident_pages(z->user_base, z->committed_bytes), trimmed_pages(z));
+  EXPECT_EQ(static_cast<unsigned char*>(kept)[4095], 0x5c);
+  EXPECT_EQ(iso_trim(), 0) << "nothing left to give back";
+  iso_free(kept);
+  iso_flush();
 }
 
 TEST(CommonShard, ItsEmptyZonesGoBackToTheOsOnAnotherThreadsSlowPath) {
