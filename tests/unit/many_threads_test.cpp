@@ -142,4 +142,50 @@ TEST(ManyThreads, ChurnOfThousandsOfShortThreadsNeverGrowsThePoolPastPeakLiveThr
   EXPECT_LE(after.zones - before.zones, std::uint32_t{kLiveAtOnce} * classes.size());
 }
 
+TEST(ManyThreads, ThreadsBindPooledShardsWhileAnotherThreadTrimsThePool) {
+  // iso_trim holds each pooled shard while it trims it; a thread binding that shard waits.
+  // Chunks handed from exited threads to live ones must stay intact, and no shard is made
+  // for a thread that could have had a pooled one (the trimmer gives each back).
+  constexpr int kLiveAtOnce = 4, kWaves = 150;
+  std::atomic<bool> done{false};
+  std::atomic<void*> handoff[64] = {};
+  std::thread trimmer([&] {
+    while (!done.load(std::memory_order_relaxed)) iso_trim();
+  });
+  iso_stats before{};
+  iso_get_stats(&before);
+  for (int w = 0; w < kWaves; ++w) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kLiveAtOnce; ++t)
+      threads.emplace_back([&, w, t] {
+        std::vector<void*> ps;
+        for (int i = 0; i < 300; ++i) ps.push_back(make_chunk(16 + (i * 53 + w) % 4000));
+        for (int i = 0; i < 4; ++i) {  // leave a few for later threads, free what they left
+          void* old = handoff[(w * 7 + t * 13 + i) % 64].exchange(ps[i]);
+          if (old) {
+            EXPECT_TRUE(chunk_intact(old));
+            iso_free(old);
+          }
+        }
+        for (std::size_t i = 4; i < ps.size(); ++i) {
+          EXPECT_TRUE(chunk_intact(ps[i]));
+          iso_free(ps[i]);
+        }
+      });
+    for (auto& th : threads) th.join();
+  }
+  done.store(true);
+  trimmer.join();
+  iso_stats after{};
+  iso_get_stats(&after);
+  // The live threads at the peak (the trimmer never binds one).
+  EXPECT_LE(after.shards - before.shards, std::uint32_t{kLiveAtOnce});
+  for (auto& h : handoff)
+    if (void* p = h.exchange(nullptr)) {
+      EXPECT_TRUE(chunk_intact(p));
+      iso_free(p);
+    }
+  iso_verify();
+}
+
 }  // namespace
