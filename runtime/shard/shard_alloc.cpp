@@ -357,7 +357,7 @@ void shard_drain_inbox(Shard* s) {
       std::uint64_t e = b->entries[i];
       Zone* z = &g_zones[remote_entry_zone(e)];
       if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, z, z->id);
-      zone_free_at<true>(*z, remote_entry_chunk(e));
+      zone_free_at<FreedTo::kSummary>(*z, remote_entry_chunk(e));
       shard_note_free(s, z);
     }
     s->remote_frees_received += count;

@@ -139,11 +139,10 @@ TEST(Shard, ABatchOfBigChunksGoesHomeOnceItHoldsEnoughBytes) {
     if (p) iso_free(p);
 }
 
-TEST(Shard, ChunksDrainedIntoAFullCacheAreFoundAgain) {
-  // The drain pushes a chunk to its zone's cache when there is room and otherwise marks its
-  // bitmap word in the summary, without a branch. Five caches' worth of one class comes home
-  // at once: iso_verify checks that every free chunk outside the cache has its summary bit,
-  // and allocating them again needs no new zone.
+TEST(Shard, ChunksOtherThreadsFreedAreFoundAgainThroughTheSummary) {
+  // The drain marks a chunk's bitmap word in the summary rather than pushing it to the cache.
+  // Five caches' worth of one class comes home at once: iso_verify checks that every free
+  // chunk outside the cache has its summary bit, and allocating them again needs no new zone.
   constexpr int kChunks = 5 * kFreelistCacheSlots;
   std::thread([] {
     std::vector<void*> ps;
