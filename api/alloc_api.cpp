@@ -39,17 +39,17 @@ void iso_flush(void) {
 
 int iso_trim(void) {
   if (!root_ready()) return 0;
-  std::uint64_t released = 0;
+  bool gave_back = false;
   ShardFront* f = t_shard;
   if (!is_sentinel(f)) {
     Shard* s = static_cast<Shard*>(f);
     std::uint64_t before = s->zones_released;
     shard_purge_donors(s, true);
-    released += s->zones_released - before;
+    gave_back = s->zones_released != before;
   }
-  released += common_shard_purge(true);
-  released += shard_trim_pooled(os::now_ms(), true);
-  return released != 0;
+  gave_back |= common_shard_purge(true) != 0;
+  gave_back |= shard_trim_pooled(os::now_ms(), true) != 0;
+  return gave_back;
 }
 
 void iso_get_stats(struct iso_stats* out) {

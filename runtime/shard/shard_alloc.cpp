@@ -384,7 +384,9 @@ void shard_purge_donors(Shard* s, bool all) {
 std::size_t shard_trim_for_pool(Shard* s) {
   // Every zone that may hold a free chunk is listed: the current one or on avail.
   std::size_t bytes = 0;
-  auto trim = [&bytes](Zone* z) { bytes += z->used == 0 ? zone_trim(*z) : zone_discard_free_pages(*z); };
+  auto trim = [&bytes](Zone* z) {
+    bytes += z->used == 0 ? zone_trim(*z) : zone_discard_free_pages(*z);
+  };
   for (unsigned c = 0; c < kClassCount; ++c) {
     if (s->current[c] != &g_empty_zone) trim(s->current[c]);
     for (std::uint32_t id = s->avail[c]; id != kNoZone; id = g_zones[id].next_avail) trim(&g_zones[id]);
