@@ -13,7 +13,7 @@ struct RemoteBatch {
   std::atomic<std::uint32_t> link;  // pool or inbox overflow list (never both at once)
   std::uint32_t id;
   std::uint32_t dest;               // destination shard id
-  std::uint32_t unused;
+  std::uint32_t cpu;                // the sender's CPU when it sent the batch
   // Chunks in it (low half) and their bytes (high half), bumped by one scalar add per chunk.
   // As two adjacent fields GCC paired their updates into SSE loads and stores, and
   // producer/consumer (2+2, split) took 0.151 s instead of 0.108.

@@ -89,7 +89,10 @@ Zone* switch_zone(Shard* s, unsigned cls) {
 }
 
 // Sends a batch to its destination's inbox.
-void send(RemoteBatch* b) { shard_by_id(b->dest)->inbox.push(b); }
+void send(RemoteBatch* b) {
+  b->cpu = os::current_cpu();
+  shard_by_id(b->dest)->inbox.push(b);
+}
 void send_from(Shard* from, RemoteBatch* b) {
   ++from->remote_batches_sent;
   send(b);
@@ -350,17 +353,32 @@ void shard_free_chores(Shard* s) {
   shard_purge_donors(s, false);
 }
 
+namespace {
+
+// Frees every chunk of a batch sent to s into its zone.
+template <FreedTo To>
+void drain_batch(Shard* s, const RemoteBatch* b) {
+  const std::uint32_t count = b->count();
+  for (std::uint32_t i = 0; i < count; ++i) {
+    std::uint64_t e = b->entries[i];
+    Zone* z = &g_zones[remote_entry_zone(e)];
+    if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, z, z->id);
+    zone_free_at<To>(*z, remote_entry_chunk(e));
+    shard_note_free(s, z);
+  }
+  s->remote_frees_received += count;
+}
+
+}  // namespace
+
 void shard_drain_inbox(Shard* s) {
-  s->inbox.drain([s](RemoteBatch* b) {
-    const std::uint32_t count = b->count();
-    for (std::uint32_t i = 0; i < count; ++i) {
-      std::uint64_t e = b->entries[i];
-      Zone* z = &g_zones[remote_entry_zone(e)];
-      if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, z, z->id);
-      zone_free_at<FreedTo::kSummary>(*z, remote_entry_chunk(e));
-      shard_note_free(s, z);
+  const unsigned cpu = os::current_cpu();
+  s->inbox.drain([s, cpu](RemoteBatch* b) {
+    if (b->cpu == cpu) {
+      drain_batch<FreedTo::kCacheOrSummary>(s, b);
+    } else {
+      drain_batch<FreedTo::kSummary>(s, b);
     }
-    s->remote_frees_received += count;
     recycle_batch(s, b);
   });
 }

@@ -170,19 +170,21 @@ ISO_ALWAYS_INLINE bool zone_chunk_at(const Zone& z, const void* p, std::uint32_t
 
 // Where a freed chunk waits to be handed out again.
 enum class FreedTo {
-  // The cache, when there is room: the next allocation of the class reuses it, while its lines
-  // are still in this core's cache (a thread's own frees).
+  // The cache when there is room, else the summary: a thread's own frees. The next
+  // allocation of the class reuses the chunk while its lines are in this core's cache.
   kCache,
-  // The summary: a refill finds it among the zone's free chunks, lowest words first. For the
-  // chunks other threads freed (the drain), so they are not handed out again moments after
-  // the freeing thread last read them on another core. Producer/consumer with producers and
-  // consumers pinned to different CPUs (2+2 split, medians of 9 alternations) took 0.104 s
-  // this way and 0.124 s through the cache (tcmalloc 0.108 s); pinned to the same CPU
-  // (paired), 0.071 s against 0.068 s. Without the harness's writes and reads of the chunks,
-  // isoshard was already ahead across CPUs (0.066 s against tcmalloc's 0.074 s, crossed), so
-  // the cost was in touching the chunks, which this VM cannot count (no PMU). Nor does the
-  // drain branch on a full cache, which mispredicted on a third of its chunks (they come
-  // from many zones in random order; cachegrind's branch model).
+  // The same without a branch: the drain of a batch sent from the CPU the owner runs on. Its
+  // chunks come from many zones in random order, and whether the zone's cache is full
+  // mispredicted on a third of them (cachegrind's branch model).
+  kCacheOrSummary,
+  // The summary: a refill finds the chunk among the zone's free chunks, lowest words first.
+  // The drain of a batch sent from another CPU, so its chunks are not handed out again
+  // moments after the freeing thread last read them there. Producer/consumer with producers
+  // and consumers pinned to different CPUs (2+2 split, medians of 9 alternations) took
+  // 0.104 s this way and 0.124 s through the cache (tcmalloc 0.108 s). Without the harness's
+  // writes and reads of the chunks, isoshard was already ahead across CPUs (0.066 s against
+  // tcmalloc's 0.074 s, crossed), so the cost was in touching the chunks, which this VM
+  // cannot count (no PMU).
   kSummary,
 };
 
@@ -209,11 +211,14 @@ ISO_ALWAYS_INLINE void zone_free_at(Zone& z, std::uint32_t idx) {
 #if ISOSHARD_SANITIZE_CHUNKS
   std::memset(reinterpret_cast<void*>(zone_chunk_addr(z, idx)), 0xde, z.chunk_bytes());
 #endif
-  if (To == FreedTo::kCache && ISO_LIKELY(!z.cache.full())) {
+  std::uint32_t word = idx >> 5;
+  if constexpr (To == FreedTo::kCacheOrSummary) {
+    std::uint64_t missed = 1 - z.cache.push_if_room(idx);
+    z.summary[word >> 6] |= missed << (word & 63);
+  } else if (To == FreedTo::kCache && ISO_LIKELY(!z.cache.full())) {
     z.cache.push(idx);
   } else {
-    std::uint32_t w = idx >> 5;
-    z.summary[w >> 6] |= std::uint64_t{1} << (w & 63);
+    z.summary[word >> 6] |= std::uint64_t{1} << (word & 63);
   }
 }
 

@@ -2,6 +2,7 @@
 #include "runtime/shard/shard.hpp"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -139,24 +140,56 @@ TEST(Shard, ABatchOfBigChunksGoesHomeOnceItHoldsEnoughBytes) {
     if (p) iso_free(p);
 }
 
-TEST(Shard, ChunksOtherThreadsFreedAreFoundAgainThroughTheSummary) {
-  // The drain marks a chunk's bitmap word in the summary rather than pushing it to the cache.
-  // Five caches' worth of one class comes home at once: iso_verify checks that every free
-  // chunk outside the cache has its summary bit, and allocating them again needs no new zone.
+// The CPUs this process may run on, in order.
+std::vector<int> usable_cpus() {
+  cpu_set_t allowed;
+  EXPECT_EQ(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  return cpus;
+}
+
+void pin_to(int cpu) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+}
+
+// Five caches' worth of one class, freed by another thread pinned to the owner's CPU or to
+// the next one, come home at once. A batch from the owner's CPU fills the zone's cache and
+// marks the rest in the summary; one from another CPU marks them all in the summary.
+// iso_verify checks that every free chunk outside the cache has its summary bit, and
+// allocating them again needs no new zone.
+void drain_five_caches(bool from_the_owners_cpu) {
   constexpr int kChunks = 5 * kFreelistCacheSlots;
-  std::thread([] {
+  const std::vector<int> cpus = usable_cpus();  // before pinning: threads inherit it
+  const int owner_cpu = cpus[0];
+  const int freeing_cpu = from_the_owners_cpu ? cpus[0] : cpus[1 % cpus.size()];
+  std::thread([&] {
+    pin_to(owner_cpu);
     std::vector<void*> ps;
     for (int i = 0; i < kChunks; ++i) ps.push_back(iso_alloc(48));
     std::set<const Zone*> zones;
     for (void* p : ps) zones.insert(zone_of(p));
+    const Zone* z = zone_of(ps.back());
+    std::vector<void*> extra;  // empties z's cache: what the drain puts there shows
+    while (z->cache.count != 0) extra.push_back(iso_alloc(48));
     const std::uint64_t in_use = iso_verify();
     std::thread([&] {
+      pin_to(freeing_cpu);
       iso_free(iso_alloc(16));  // bound: these frees go home in batches
       for (void* p : ps) iso_free(p);
       iso_flush();
     }).join();
     iso_flush();  // drain them
     EXPECT_EQ(iso_verify(), in_use - kChunks);
+    if (freeing_cpu == owner_cpu) {
+      EXPECT_EQ(z->cache.count, kFreelistCacheSlots) << "a batch from this CPU did not fill the cache";
+    } else {
+      EXPECT_EQ(z->cache.count, 0u) << "a batch from another CPU went to the cache";
+    }
     iso_stats before{};
     iso_get_stats(&before);
     for (void*& p : ps) {
@@ -167,8 +200,14 @@ TEST(Shard, ChunksOtherThreadsFreedAreFoundAgainThroughTheSummary) {
     iso_get_stats(&after);
     EXPECT_EQ(after.zones, before.zones);
     for (void* p : ps) iso_free(p);
+    for (void* p : extra) iso_free(p);
   }).join();
 }
+
+TEST(Shard, ChunksFreedOnTheOwnersCpuComeBackThroughTheCache) { drain_five_caches(true); }
+
+// On a one-CPU machine this is the test above again.
+TEST(Shard, ChunksFreedOnAnotherCpuComeBackThroughTheSummary) { drain_five_caches(false); }
 
 TEST(Shard, ManyThreadsFreeEachOthersChunks) {
   constexpr int kThreads = 6, kPerThread = 20000;
