@@ -15,6 +15,7 @@
 #include "runtime/options.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
+#include "tests/unit/cpus.hpp"
 #include "tests/unit/resident_pages.hpp"
 #include "tests/unit/scoped_option.hpp"
 
@@ -35,25 +36,6 @@ struct Stripes : ScopedOption<std::uint8_t> {
 
 bool from_common(const void* p) { return shard_is_common(zone_of(p)->owner); }
 unsigned stripe_of(const void* p) { return static_cast<const Shard*>(zone_of(p)->owner)->stripe; }
-
-// The CPUs this process may run on, in order.
-std::vector<unsigned> usable_cpu_list() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  EXPECT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
-  std::vector<unsigned> cpus;
-  for (unsigned c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  return cpus;
-}
-
-// Keeps the calling thread on cpu alone (sched_setaffinity moves it there at once).
-bool pin_to(unsigned cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return sched_setaffinity(0, sizeof set, &set) == 0;
-}
 
 // Runs f on a new thread that runs on cpu alone.
 template <class F>

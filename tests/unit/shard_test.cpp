@@ -2,7 +2,6 @@
 #include "runtime/shard/shard.hpp"
 
 #include <gtest/gtest.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +13,7 @@
 #include "api/isoshard.h"
 #include "runtime/options.hpp"
 #include "runtime/root_arena.hpp"
+#include "tests/unit/cpus.hpp"
 #include "tests/unit/scoped_option.hpp"
 
 namespace iso {
@@ -140,23 +140,6 @@ TEST(Shard, ABatchOfBigChunksGoesHomeOnceItHoldsEnoughBytes) {
     if (p) iso_free(p);
 }
 
-// The CPUs this process may run on, in order.
-std::vector<int> usable_cpus() {
-  cpu_set_t allowed;
-  EXPECT_EQ(sched_getaffinity(0, sizeof allowed, &allowed), 0);
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c)
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  return cpus;
-}
-
-void pin_to(int cpu) {
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
-  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
-}
-
 // Five caches' worth of one class, freed by another thread pinned to the owner's CPU or to
 // the next one, come home at once. A batch from the owner's CPU fills the zone's cache and
 // marks the rest in the summary; one from another CPU marks them all in the summary.
@@ -164,11 +147,11 @@ void pin_to(int cpu) {
 // allocating them again needs no new zone.
 void drain_five_caches(bool from_the_owners_cpu) {
   constexpr int kChunks = 5 * kFreelistCacheSlots;
-  const std::vector<int> cpus = usable_cpus();  // before pinning: threads inherit it
-  const int owner_cpu = cpus[0];
-  const int freeing_cpu = from_the_owners_cpu ? cpus[0] : cpus[1 % cpus.size()];
+  const std::vector<unsigned> cpus = usable_cpu_list();
+  const unsigned owner_cpu = cpus[0];
+  const unsigned freeing_cpu = from_the_owners_cpu ? cpus[0] : cpus[1 % cpus.size()];
   std::thread([&] {
-    pin_to(owner_cpu);
+    ASSERT_TRUE(pin_to(owner_cpu));
     std::vector<void*> ps;
     for (int i = 0; i < kChunks; ++i) ps.push_back(iso_alloc(48));
     std::set<const Zone*> zones;
@@ -178,7 +161,7 @@ void drain_five_caches(bool from_the_owners_cpu) {
     while (z->cache.count != 0) extra.push_back(iso_alloc(48));
     const std::uint64_t in_use = iso_verify();
     std::thread([&] {
-      pin_to(freeing_cpu);
+      ASSERT_TRUE(pin_to(freeing_cpu));
       iso_free(iso_alloc(16));  // bound: these frees go home in batches
       for (void* p : ps) iso_free(p);
       iso_flush();
