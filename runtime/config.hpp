@@ -91,6 +91,10 @@ inline constexpr unsigned kSlowPathsPerFlush = 8;
 // Batches a shard keeps from its drains for its own sends, off the global pool.
 inline constexpr unsigned kSpareBatches = 16;
 
+// Pooled shards one purge trims at most: each costs a few syscalls per zone, inside some
+// thread's malloc. A thousand threads that exit together are trimmed over a few seconds.
+inline constexpr std::uint32_t kPoolTrimsPerPurge = 8;
+
 // The common shard's stripes at most (a lock and a set of zones each; one bit each in a mask).
 inline constexpr unsigned kMaxCommonStripes = 64;
 

@@ -41,6 +41,8 @@ constinit std::atomic<std::uint32_t> g_shard_count{0};
 constinit std::atomic<std::uint32_t> g_pooled{0};
 constinit std::atomic<std::uint32_t> g_untrimmed_pooled{0};
 constinit std::atomic<std::uint64_t> g_last_pool_trim_ms{0};
+// Where the next purge's sweep of the shard table starts (it trims a few shards at a time).
+constinit std::atomic<std::uint32_t> g_pool_trim_cursor{0};
 constinit ShardStack* g_pool = nullptr;
 constinit IdStack<ShardLink> g_pool_overflow;
 constinit pthread_key_t g_exit_key = 0;
@@ -242,7 +244,11 @@ std::size_t shard_trim_pooled(std::uint64_t now, bool all) {
   }
   std::size_t bytes = 0;
   std::uint32_t n = shard_count();
-  for (std::uint32_t id = 0; id < n; ++id) {
+  std::uint32_t first = all ? 0 : g_pool_trim_cursor.load(std::memory_order_relaxed);
+  std::uint32_t trims = 0;
+  for (std::uint32_t k = 0; k < n && (all || trims < kPoolTrimsPerPurge); ++k) {
+    std::uint32_t id = first + k < n ? first + k : first + k - n;  // first <= n: counts only grow
+    if (!all) g_pool_trim_cursor.store(id + 1, std::memory_order_relaxed);
     Shard* s = shard_by_id(id);
     // Measured with today's retain_ms (a test may change it while shards wait).
     std::uint64_t since = s->untrimmed_since_ms.load(std::memory_order_relaxed);
@@ -253,6 +259,7 @@ std::size_t shard_trim_pooled(std::uint64_t now, bool all) {
       g_untrimmed_pooled.fetch_sub(1, std::memory_order_relaxed);
       shard_drain_inbox(s);
       bytes += shard_trim_for_pool(s);
+      ++trims;
     }
     s->bound.store(false, std::memory_order_release);
   }

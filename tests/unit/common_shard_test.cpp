@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <latch>
 #include <thread>
 #include <vector>
 
 #include "api/isoshard.h"
 #include "runtime/options.hpp"
+#include "runtime/platform.hpp"
 #include "runtime/root_arena.hpp"
 #include "runtime/shard/shard.hpp"
 #include "tests/unit/cpus.hpp"
@@ -262,6 +264,38 @@ TEST(CommonShard, TrimGivesBackAPooledShardsFreePagesAtOnce) {
   EXPECT_EQ(iso_trim(), 0) << "nothing left to give back";
   iso_free(kept);
   iso_flush();
+}
+
+// Pooled shards whose pages are not trimmed yet.
+std::uint32_t untrimmed_pooled_shards() {
+  std::uint32_t n = 0;
+  for (std::uint32_t id = 0; id < shard_count(); ++id)
+    n += shard_by_id(id)->untrimmed_since_ms.load() != 0;
+  return n;
+}
+
+TEST(CommonShard, APurgeTrimsAFewPooledShardsAtATime) {
+  LightAllocs light(0);
+  RetainMs retain(0);
+  iso_trim();  // none left from earlier tests
+  constexpr int kThreads = 3 * kPoolTrimsPerPurge;
+  std::latch all_bound(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&] {  // all alive at once: each exits with a shard of its own
+      std::vector<void*> ps;
+      for (int i = 0; i < 64; ++i) ps.push_back(iso_alloc(4096));
+      all_bound.arrive_and_wait();
+      for (void* p : ps) iso_free(p);
+    });
+  for (auto& t : threads) t.join();
+  // Their own purges may have trimmed some of those that left first.
+  const std::uint32_t before = untrimmed_pooled_shards();
+  ASSERT_GT(before, kPoolTrimsPerPurge);
+  shard_trim_pooled(os::now_ms() + 1, false);  // one purge, past the time gate
+  EXPECT_EQ(untrimmed_pooled_shards(), before - kPoolTrimsPerPurge);
+  EXPECT_EQ(iso_trim(), 1);  // the rest at once
+  EXPECT_EQ(untrimmed_pooled_shards(), 0u);
 }
 
 TEST(CommonShard, ItsEmptyZonesGoBackToTheOsOnAnotherThreadsSlowPath) {
