@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
       running.front().join();
       running.pop_front();
     }
-    running.emplace_back(worker, ops, static_cast<size_t>(live_count), static_cast<uint64_t>(t + 1));
+    running.emplace_back(worker, ops, static_cast<size_t>(live_count),
+                         static_cast<uint64_t>(t + 1));
   }
   for (auto& t : running) t.join();
   const double elapsed = bench::now_seconds() - start;
@@ -70,7 +71,8 @@ int main(int argc, char** argv) {
   for (auto& slot : pool)
     if (void* p = slot.exchange(nullptr)) bench::free_tagged(p);
 
-  std::printf("thread_churn: %ld threads, %ld at a time, %ld ops and %ld live chunks each in %.3f s (peak RSS %ld KiB)\n",
+  std::printf("thread_churn: %ld threads, %ld at a time, %ld ops and %ld live chunks each "
+              "in %.3f s (peak RSS %ld KiB)\n",
               total, concurrency, ops, live_count, elapsed, bench::peak_rss_kib());
   return 0;
 }

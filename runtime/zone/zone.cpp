@@ -378,8 +378,10 @@ std::uint32_t zone_verify(const Zone& z) {
   // Every free chunk outside the cache is findable: its word's summary bit is set.
   for (std::uint32_t w = 0; !bad && w * kChunksPerWord < z.committed_chunks; ++w) {
     std::uint64_t free = free_chunks_mask(z.bitmap[w]);
-    for (std::uint32_t k = 0; k < z.cache.count; ++k)
-      if (z.cache.slots[k] / kChunksPerWord == w) free &= ~(std::uint64_t{1} << bitmap_shift(z.cache.slots[k]));
+    for (std::uint32_t k = 0; k < z.cache.count; ++k) {
+      std::uint32_t c = z.cache.slots[k];
+      if (c / kChunksPerWord == w) free &= ~(std::uint64_t{1} << bitmap_shift(c));
+    }
     std::uint32_t past = z.committed_chunks - w * kChunksPerWord;  // committed chunks from w on
     if (past < kChunksPerWord) free &= (std::uint64_t{1} << (2 * past)) - 1;
     bad = free != 0 && (z.summary[w >> 6] >> (w & 63) & 1) == 0;

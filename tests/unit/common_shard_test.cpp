@@ -242,8 +242,8 @@ TEST(CommonShard, APooledShardGivesBackFreePagesOnceItHasWaitedRetainMs) {
   // The main thread's purges trim it (at most once a millisecond: the bound on rounds only
   // keeps a broken build from spinning).
   std::vector<void*> ps(200);
-  for (long round = 0; round < 1000000 && resident_pages(z->user_base, z->committed_bytes) > trimmed_pages(z);
-       ++round) {
+  auto resident = [z] { return resident_pages(z->user_base, z->committed_bytes); };
+  for (long round = 0; round < 1000000 && resident() > trimmed_pages(z); ++round) {
     for (void*& p : ps) p = iso_alloc(64);
     for (void* p : ps) iso_free(p);
   }

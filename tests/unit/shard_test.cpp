@@ -169,7 +169,7 @@ void drain_five_caches(bool from_the_owners_cpu) {
     iso_flush();  // drain them
     EXPECT_EQ(iso_verify(), in_use - kChunks);
     if (freeing_cpu == owner_cpu) {
-      EXPECT_EQ(z->cache.count, kFreelistCacheSlots) << "a batch from this CPU did not fill the cache";
+      EXPECT_EQ(z->cache.count, kFreelistCacheSlots) << "a batch from this CPU left room";
     } else {
       EXPECT_EQ(z->cache.count, 0u) << "a batch from another CPU went to the cache";
     }
