@@ -246,9 +246,9 @@ std::size_t shard_trim_pooled(std::uint64_t now, bool all) {
   std::uint32_t n = shard_count();
   std::uint32_t first = all ? 0 : g_pool_trim_cursor.load(std::memory_order_relaxed);
   std::uint32_t trims = 0;
-  for (std::uint32_t k = 0; k < n && (all || trims < kPoolTrimsPerPurge); ++k) {
+  std::uint32_t k = 0;
+  for (; k < n && (all || trims < kPoolTrimsPerPurge); ++k) {
     std::uint32_t id = first + k < n ? first + k : first + k - n;  // first <= n: counts only grow
-    if (!all) g_pool_trim_cursor.store(id + 1, std::memory_order_relaxed);
     Shard* s = shard_by_id(id);
     // Measured with today's retain_ms (a test may change it while shards wait).
     std::uint64_t since = s->untrimmed_since_ms.load(std::memory_order_relaxed);
@@ -262,6 +262,11 @@ std::size_t shard_trim_pooled(std::uint64_t now, bool all) {
       ++trims;
     }
     s->bound.store(false, std::memory_order_release);
+  }
+  // Only one thread gets past the time gate: the next sweep goes on after the last shard seen.
+  if (!all) {
+    std::uint32_t next = first + k < n ? first + k : first + k - n;
+    g_pool_trim_cursor.store(next, std::memory_order_relaxed);
   }
   return bytes;
 }
