@@ -66,7 +66,7 @@ void iso_get_stats(struct iso_stats* out) {
   ShardFront* f = t_shard;
   if (!is_sentinel(f)) {
     Shard* s = static_cast<Shard*>(f);
-    out->remote_frees_sent = s->remote_frees_sent;
+    out->remote_frees_sent = shard_remote_frees_sent(s);
     out->remote_frees_received = s->remote_frees_received;
     out->zones_released = s->zones_released;
     out->inbox_overflows = s->inbox.overflow_pushes();

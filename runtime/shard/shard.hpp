@@ -31,6 +31,11 @@ struct ShardFront {
   // Local frees left before the next look at the inbox and the donors: a thread that only
   // frees still takes its chunks back and returns idle pages.
   std::uint32_t frees_until_chores;
+  // Open batches, direct-mapped by destination shard id. A remote free's one test is that
+  // outbox[owner_id % kOutboxCount] is open for owner_id: the sentinel's are all null, and no
+  // batch is ever opened for a common zone's owner_id (kNoOwnerId), so unbound threads and
+  // common chunks fail it without tests of their own.
+  RemoteBatch* outbox[kOutboxCount];
 };
 
 struct Shard : ShardFront {
@@ -46,7 +51,6 @@ struct Shard : ShardFront {
   std::uint32_t donors;                   // head of the donor list (zone ids)
   std::size_t donor_bytes;
   std::uint64_t last_purge_ms;
-  RemoteBatch* outbox[kOutboxCount];      // direct-mapped by destination id
   std::uint64_t open_outboxes;            // bit i: outbox[i] holds a batch
   std::uint32_t slow_paths_since_flush;   // allocation slow paths with batches left open
   std::uint32_t spare_batches;            // drained batches kept for sending (id + 1 list)
@@ -138,6 +142,8 @@ ISO_COLD void shard_free_slow(Zone* z, void* p);
 void shard_drain_inbox(Shard* s);
 // Sends every open outbox batch to its destination.
 void shard_flush_outboxes(Shard* s);
+// Chunks the shard's thread has freed into other shards' batches, sent or still open.
+std::uint64_t shard_remote_frees_sent(const Shard* s);
 // Forgets the outboxes and spare batches of a shard whose thread vanished in a fork (they
 // may be half-written): their chunks stay allocated, a bounded leak.
 void shard_drop_outboxes(Shard* s);

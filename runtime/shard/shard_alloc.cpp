@@ -46,8 +46,8 @@ std::size_t take_from_donors(void* ctx, std::uintptr_t dst, std::size_t bytes) {
 Zone* new_zone(Shard* s, unsigned cls) {
   Zone* z = root_new_zone(cls, s);
   if (z) {  // before any chunk of it is handed out
-    z->owner_id = s->id;
     z->common = shard_is_common(s);
+    z->owner_id = z->common ? kNoOwnerId : s->id;
     if (z->common) common_shard_count_zone();
   }
   return z;
@@ -95,6 +95,7 @@ void send(RemoteBatch* b) {
 }
 void send_from(Shard* from, RemoteBatch* b) {
   ++from->remote_batches_sent;
+  from->remote_frees_sent += b->count();
   send(b);
 }
 
@@ -136,8 +137,9 @@ ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, co
 }
 
 // Puts chunk idx of zone z in from's open batch for the zone's owner, sending the batch once
-// it is full; false (nothing done) when no batch for that owner is open.
-ISO_ALWAYS_INLINE bool append_remote(Shard* from, const Zone* z, std::uint32_t idx) {
+// it is full; false (nothing done) when no batch for that owner is open (always, for the
+// sentinel and for common zones: see ShardFront::outbox).
+ISO_ALWAYS_INLINE bool append_remote(ShardFront* from, const Zone* z, std::uint32_t idx) {
   std::uint32_t dest = z->owner_id;
   unsigned i = dest % kOutboxCount;
   RemoteBatch* b = from->outbox[i];
@@ -146,10 +148,9 @@ ISO_ALWAYS_INLINE bool append_remote(Shard* from, const Zone* z, std::uint32_t i
   b->entries[static_cast<std::uint32_t>(fill)] = remote_entry(z->id, idx);
   fill += batch_fill_step(z->chunk_size);
   b->fill = fill;
-  ++from->remote_frees_sent;
   if (ISO_UNLIKELY(static_cast<std::uint32_t>(fill) == kRemoteBatchChunks ||
                    (fill >> 32) >= kRemoteBatchBytes))
-    close_outbox(from, i);
+    close_outbox(static_cast<Shard*>(from), i);  // an open batch: a real shard
   return true;
 }
 
@@ -338,11 +339,12 @@ ISO_COLD void free_slow_rest(Zone* z, void* p) {
 void shard_free_slow(Zone* z, void* p) {
   // The common case, tested first with nothing to keep across a call (so nothing to save): a
   // bound thread frees a chunk of another shard's zone into its open batch for that shard.
+  // Two tests: a chunk start (big and unused slots have no chunks: chunk_count is 0), and an
+  // open batch for the owner (see ShardFront::outbox). Everything else falls to the rest.
+  // Producer/consumer is bound by the consumer's loads of the chunks, and every instruction
+  // here shrinks how many of them the core overlaps.
   std::uint32_t idx;
-  ShardFront* f = t_shard;
-  if (ISO_LIKELY(z != nullptr && z->kind == SlotKind::kZone && !z->common && !is_sentinel(f) &&
-                 zone_chunk_at(*z, p, idx)) &&
-      append_remote(static_cast<Shard*>(f), z, idx))
+  if (ISO_LIKELY(z != nullptr && zone_chunk_at(*z, p, idx)) && append_remote(t_shard, z, idx))
     return;
   free_slow_rest(z, p);
 }
@@ -417,6 +419,13 @@ void shard_flush_outboxes(Shard* s) {
   s->slow_paths_since_flush = 0;
   while (s->open_outboxes != 0)
     close_outbox(s, static_cast<unsigned>(__builtin_ctzll(s->open_outboxes)));
+}
+
+std::uint64_t shard_remote_frees_sent(const Shard* s) {
+  std::uint64_t n = s->remote_frees_sent;
+  for (std::uint64_t open = s->open_outboxes; open != 0; open &= open - 1)
+    n += s->outbox[__builtin_ctzll(open)]->count();
+  return n;
 }
 
 void shard_drop_outboxes(Shard* s) {

@@ -25,6 +25,7 @@ namespace iso {
 enum class SlotKind : std::uint8_t { kUnused = 0, kZone, kBig, kBigTail };
 
 inline constexpr std::uint32_t kNoZone = ~std::uint32_t{0};
+inline constexpr std::uint32_t kNoOwnerId = ~std::uint32_t{0};
 inline constexpr std::uint32_t kMaxBitmapWords =
     (kClasses[0].chunk_count + kChunksPerWord - 1) / kChunksPerWord;
 inline constexpr std::uint32_t kSummaryWords = (kMaxBitmapWords + 63) / 64;
@@ -50,12 +51,13 @@ struct alignas(2048) Zone {
   std::uint8_t odd_shift;
   std::uint32_t id;            // slot index
   std::uint32_t chunk_size;
-  std::uint32_t chunk_count_;
+  std::uint32_t chunk_count_;  // 0 in a slot that is not a zone: no pointer is a chunk start
   std::uint64_t odd_inverse;
   std::uintptr_t user_base;    // first chunk (big: the user pointer)
   std::uint64_t* bitmap;
   const void* owner;           // the shard whose thread may write this zone
   std::uint32_t owner_id;      // its id: a remote free addresses its batch without reading it
+                               // (kNoOwnerId in a common zone: never sent a batch)
   std::uint64_t canary_secret; // a canary chunk holds canary_secret ^ its address at both ends
 
   // Owner-only state (big allocations: written under the root lock). What every free reads
