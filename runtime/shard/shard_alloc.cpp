@@ -361,9 +361,10 @@ namespace {
 template <FreedTo To>
 void drain_batch(Shard* s, const RemoteBatch* b) {
   const std::uint32_t count = b->count();
+  Zone* const zones = g_zones;  // in a register: the loop's stores might alias the global
   for (std::uint32_t i = 0; i < count; ++i) {
     std::uint64_t e = b->entries[i];
-    Zone* z = &g_zones[remote_entry_zone(e)];
+    Zone* z = &zones[remote_entry_zone(e)];
     if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, z, z->id);
     zone_free_at<To>(*z, remote_entry_chunk(e));
     shard_note_free(s, z);

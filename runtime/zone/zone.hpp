@@ -207,8 +207,11 @@ ISO_ALWAYS_INLINE void zone_free_at(Zone& z, std::uint32_t idx) {
   // An overflow out of this chunk (or into it) shows in a canary neighbour.
   std::uint64_t canaries = w & (w >> 1) & kLowBits;  // bit 2k: chunk k of the word is a canary
   std::uint64_t me = std::uint64_t{1} << sh;
-  if (ISO_UNLIKELY((canaries & (me << 2)) != 0)) zone_check_canary_word(z, idx + 1, true);
-  if (ISO_UNLIKELY((canaries & (me >> 2)) != 0)) zone_check_canary_word(z, idx - 1, false);
+  // One test for both neighbours: one free in about 32 has a canary next to it.
+  if (ISO_UNLIKELY((canaries & ((me << 2) | (me >> 2))) != 0)) {
+    if ((canaries & (me << 2)) != 0) zone_check_canary_word(z, idx + 1, true);
+    if ((canaries & (me >> 2)) != 0) zone_check_canary_word(z, idx - 1, false);
+  }
 #endif
 #if ISOSHARD_SANITIZE_CHUNKS
   std::memset(reinterpret_cast<void*>(zone_chunk_addr(z, idx)), 0xde, z.chunk_bytes());
