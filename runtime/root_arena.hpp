@@ -20,7 +20,11 @@ extern Zone* g_zones;
 ISO_ALWAYS_INLINE Zone* zone_of(const void* p) {
   std::uintptr_t d = reinterpret_cast<std::uintptr_t>(p) - g_base;
   if (ISO_UNLIKELY(d >= kReservedBytes)) return nullptr;
-  return &g_zones[d >> kZoneSlotShift];
+  // root_init sets g_zones before g_base: in range, the table exists (and callers need not
+  // test the result for null again).
+  Zone* zones = g_zones;
+  if (zones == nullptr) __builtin_unreachable();
+  return &zones[d >> kZoneSlotShift];
 }
 
 ISO_ALWAYS_INLINE std::uintptr_t slot_base(std::uint32_t slot) {

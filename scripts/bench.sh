@@ -46,8 +46,16 @@ declare -A PRELOAD=()   # allocator -> library to LD_PRELOAD ("" for glibc)
 # Workloads: name|binary|arguments. Defaults keep each run around a second
 # on 2 cores so the whole script stays well under 10 minutes.
 MAIN_WORKLOAD="malloc_cmp|malloc_cmp|"
+# producer_consumer runs as the scheduler places it, and then pinned in each placement
+# (see perf/producer_consumer.cpp). With 4 threads on 2 CPUs the scheduler's runs fall into
+# two modes about 2x apart, set by where the threads start: replaying one run's chunk
+# addresses with no allocator at all took 0.029-0.038 s or 0.058-0.076 s (15 runs). A median
+# of 5 such runs says which mode came up more often; the pinned rows compare the allocators.
 THREADED_WORKLOADS=(
   "producer_consumer|producer_consumer|2 2 4000000"
+  "producer_consumer_paired|producer_consumer|2 2 4000000 paired"
+  "producer_consumer_crossed|producer_consumer|2 2 4000000 crossed"
+  "producer_consumer_split|producer_consumer|2 2 4000000 split"
   "larson|larson|2 5000000"
   "thread_churn_1000|thread_churn|1000 8"
   "thread_churn_4000|thread_churn|4000 8"

@@ -36,14 +36,15 @@ ISO_ALWAYS_INLINE void shard_free_owned(Shard* s, Zone* z, void* p) {
 
 ISO_ALWAYS_INLINE void shard_free(void* p) {
   Zone* z = zone_of(p);
+  if (ISO_UNLIKELY(z == nullptr)) return shard_free_slow(nullptr, p);  // null, or not ours
   ShardFront* s = t_shard;
   // Big and unused slots have no owner, so they never pass this test.
-  if (ISO_LIKELY(z != nullptr && z->owner == s)) {
+  if (ISO_LIKELY(z->owner == s)) {
     shard_free_owned(static_cast<Shard*>(s), z, p);
     if (ISO_UNLIKELY(--s->frees_until_chores == 0)) shard_free_chores(static_cast<Shard*>(s));
     return;
   }
-  shard_free_slow(z, p);
+  shard_free_remote(z, p);
 }
 
 }  // namespace iso

@@ -25,7 +25,7 @@ struct RemoteBatch {
   std::uint32_t count() const { return static_cast<std::uint32_t>(fill); }
 };
 
-ISO_ALWAYS_INLINE std::uint64_t batch_fill_step(std::uint32_t chunk_bytes) {
+ISO_ALWAYS_INLINE constexpr std::uint64_t batch_fill_step(std::uint32_t chunk_bytes) {
   return std::uint64_t{chunk_bytes} << 32 | 1;
 }
 

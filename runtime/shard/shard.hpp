@@ -136,7 +136,11 @@ ISO_COLD void* shard_alloc_slow(unsigned cls, bool zero);
 ISO_COLD void shard_zone_event(Shard* s, Zone* z);
 // Every kFreesPerChores local frees: drain the inbox, release old donors.
 ISO_COLD void shard_free_chores(Shard* s);
-// A free that is not in the calling thread's own zone: remote, big, or invalid.
+// A free in slot z (not null) that is not in the calling thread's own zone: most often
+// another shard's chunk, which goes into the open batch for its owner; else shard_free_slow.
+ISO_COLD void shard_free_remote(Zone* z, void* p);
+// Every other free: null and foreign pointers (z null), big and common chunks, bad
+// pointers, unbound and exited threads, and a remote free that opens a batch.
 ISO_COLD void shard_free_slow(Zone* z, void* p);
 // Hands every chunk in the inbox back to its zone.
 void shard_drain_inbox(Shard* s);

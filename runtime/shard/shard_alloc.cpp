@@ -146,7 +146,8 @@ ISO_ALWAYS_INLINE bool append_remote(ShardFront* from, const Zone* z, std::uint3
   if (ISO_UNLIKELY(!b || b->dest != dest)) return false;
   std::uint64_t fill = b->fill;
   b->entries[static_cast<std::uint32_t>(fill)] = remote_entry(z->id, idx);
-  fill += batch_fill_step(z->chunk_size);
+  static_assert(batch_fill_step(48) == (std::uint64_t{48} << 32 | 1), "see Zone::size_and_one");
+  fill += z->size_and_one;  // batch_fill_step(z->chunk_bytes())
   b->fill = fill;
   if (ISO_UNLIKELY(static_cast<std::uint32_t>(fill) == kRemoteBatchChunks ||
                    (fill >> 32) >= kRemoteBatchBytes))
@@ -166,7 +167,7 @@ void post_remote_direct(const Zone* z, std::uint32_t idx, const void* p) {
   RemoteBatch* b = batch_get();
   if (!b) fatal(Fault::kOutOfMetadata, p, -1);
   b->dest = z->owner_id;
-  b->fill = batch_fill_step(z->chunk_size);
+  b->fill = batch_fill_step(z->chunk_bytes());
   b->entries[0] = remote_entry(z->id, idx);
   send(b);
 }
@@ -309,9 +310,7 @@ void shard_zone_event(Shard* s, Zone* z) {
   z->donor_since_ms = os::now_ms();
 }
 
-// Everything shard_free_slow's first test leaves: null, big and common chunks, bad pointers,
-// unbound and exited threads, and a free that opens a batch.
-ISO_COLD void free_slow_rest(Zone* z, void* p) {
+void shard_free_slow(Zone* z, void* p) {
   if (!z) {
     if (p == nullptr) return;
     fatal(Fault::kInvalidFree, p, -1);
@@ -336,17 +335,17 @@ ISO_COLD void free_slow_rest(Zone* z, void* p) {
   post_remote(static_cast<Shard*>(f), z, idx, p);
 }
 
-void shard_free_slow(Zone* z, void* p) {
-  // The common case, tested first with nothing to keep across a call (so nothing to save): a
-  // bound thread frees a chunk of another shard's zone into its open batch for that shard.
-  // Two tests: a chunk start (big and unused slots have no chunks: chunk_count is 0), and an
-  // open batch for the owner (see ShardFront::outbox). Everything else falls to the rest.
-  // Producer/consumer is bound by the consumer's loads of the chunks, and every instruction
-  // here shrinks how many of them the core overlaps.
+void shard_free_remote(Zone* z, void* p) {
+  // Nothing to keep across a call, so nothing to save. Two tests: a chunk start (big and
+  // unused slots have no chunks: chunk_count is 0), and an open batch for the owner (see
+  // ShardFront::outbox); everything else falls to shard_free_slow. Consumers of
+  // producer/consumer are bound by their loads of the chunks, and each instruction here
+  // shrinks how many of those loads the core overlaps: with five tests and a null check
+  // (48 instructions, now 34), `crossed` took 0.109 s, now 0.097 s (tcmalloc 0.112; medians
+  // of 13 alternations).
   std::uint32_t idx;
-  if (ISO_LIKELY(z != nullptr && zone_chunk_at(*z, p, idx)) && append_remote(t_shard, z, idx))
-    return;
-  free_slow_rest(z, p);
+  if (ISO_LIKELY(zone_chunk_at(*z, p, idx)) && append_remote(t_shard, z, idx)) return;
+  shard_free_slow(z, p);
 }
 
 void shard_free_chores(Shard* s) {

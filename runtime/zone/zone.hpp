@@ -43,21 +43,23 @@ struct alignas(2048) Zone {
   // Set when the slot is taken, read by any thread (a free finds its way home through them).
   // This cache line is not written while the zone lives, so other threads' frees do not pull
   // it away from the owner: with `used` in it, a producer/consumer pair ran at half speed.
-  // chunk_size, chunk_count_, odd_inverse and odd_shift are kClasses[cls] copied here: free
-  // reads them without another load.
+  // The chunk size, chunk_count_, odd_inverse and odd_shift are kClasses[cls] copied here:
+  // free reads them without another load.
   SlotKind kind;
   std::uint8_t cls;
   bool common;                 // the common shard's: freed under its lock, never sent home
   std::uint8_t odd_shift;
   std::uint32_t id;            // slot index
-  std::uint32_t chunk_size;
+  // The chunk size in the high half, 1 in the low: what one chunk adds to the fill word of
+  // a remote batch (batch_fill_step), ready for the remote free to add.
+  std::uint64_t size_and_one;
   std::uint32_t chunk_count_;  // 0 in a slot that is not a zone: no pointer is a chunk start
+  std::uint32_t owner_id;      // its id: a remote free addresses its batch without reading it
+                               // (kNoOwnerId in a common zone: never sent a batch)
   std::uint64_t odd_inverse;
   std::uintptr_t user_base;    // first chunk (big: the user pointer)
   std::uint64_t* bitmap;
   const void* owner;           // the shard whose thread may write this zone
-  std::uint32_t owner_id;      // its id: a remote free addresses its batch without reading it
-                               // (kNoOwnerId in a common zone: never sent a batch)
   std::uint64_t canary_secret; // a canary chunk holds canary_secret ^ its address at both ends
 
   // Owner-only state (big allocations: written under the root lock). What every free reads
@@ -81,7 +83,7 @@ struct alignas(2048) Zone {
                                // steps (until its pages go back to the OS)
   std::uint64_t summary[kSummaryWords];
 
-  std::uint32_t chunk_bytes() const { return chunk_size; }
+  std::uint32_t chunk_bytes() const { return static_cast<std::uint32_t>(size_and_one >> 32); }
   std::uint32_t chunk_count() const { return chunk_count_; }
   std::uint32_t bitmap_words() const {
     return (chunk_count() + kChunksPerWord - 1) / kChunksPerWord;
