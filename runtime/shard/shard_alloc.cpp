@@ -340,9 +340,9 @@ void shard_free_remote(Zone* z, void* p) {
   // unused slots have no chunks: chunk_count is 0), and an open batch for the owner (see
   // ShardFront::outbox); everything else falls to shard_free_slow. Consumers of
   // producer/consumer are bound by their loads of the chunks, and each instruction here
-  // shrinks how many of those loads the core overlaps: with five tests and a null check
-  // (48 instructions, now 34), `crossed` took 0.109 s, now 0.097 s (tcmalloc 0.112; medians
-  // of 13 alternations).
+  // shrinks how many of those loads the core overlaps: at 63 instructions from free's entry
+  // (three more tests), `crossed` took 0.109 s; at 55, 0.097 s (tcmalloc 0.112; medians of
+  // 13 alternations). 49 now.
   std::uint32_t idx;
   if (ISO_LIKELY(zone_chunk_at(*z, p, idx)) && append_remote(t_shard, z, idx)) return;
   shard_free_slow(z, p);

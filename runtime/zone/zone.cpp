@@ -114,7 +114,8 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   // faults again to replace it, flushing the TLB of every CPU the process runs on: an IPI
   // each, a VM exit on a VM. In `perf record` of producer/consumer's first 40,000 items
   // those flushes took 1.9% of the samples (0.35% since).
-  for (std::uint32_t w = (first + kChunksPerWord - 1) / kChunksPerWord; w * kChunksPerWord < end; ++w)
+  for (std::uint32_t w = (first + kChunksPerWord - 1) / kChunksPerWord;
+       w * kChunksPerWord < end; ++w)
     z.bitmap[w] = 0;
   // Donated pages hold another class's old data: not fresh, so calloc clears them. So may
   // the start of a chunk straddling the old end (left there when the zone donated its tail).
