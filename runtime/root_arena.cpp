@@ -30,6 +30,8 @@ constinit std::uint32_t g_free_run_count = 0;
 constinit SlotRun* g_free_runs = nullptr;
 constinit MetadataArena g_bitmaps;
 constinit MetadataArena g_tables;
+// g_zones: made writable as slots are taken (see MetadataArena); the rest reads as unused.
+constinit MetadataArena g_zone_table;
 
 }  // namespace
 
@@ -46,12 +48,15 @@ bool root_init() {
   std::size_t zone_table = kSlotCount * sizeof(Zone);
   std::size_t runs_table = kMaxFreeRuns * sizeof(SlotRun);
   zone_table = (zone_table + kPageBytes - 1) & ~(kPageBytes - 1);
-  if (!g_tables.init(zone_table + runs_table) || !g_bitmaps.init(kBitmapArenaBytes)) return false;
+  if (!g_zone_table.init(zone_table) || !g_tables.init(runs_table) ||
+      !g_bitmaps.init(kBitmapArenaBytes))
+    return false;
   // Once for every page to come: commits keep the advice (os::commit).
   os::advise_user(range, kReservedBytes);
   os::advise_bitmap(g_bitmaps.base(), kBitmapArenaBytes);
-  g_zones = static_cast<Zone*>(g_tables.alloc(zone_table, kPageBytes));
   g_free_runs = static_cast<SlotRun*>(g_tables.alloc(runs_table, kPageBytes));
+  if (!g_free_runs) return false;
+  g_zones = reinterpret_cast<Zone*>(g_zone_table.base());
   zone_set_secret(os::random_u64());
   zone_set_moves_span_mappings(os::moves_span_mappings());
   g_base = reinterpret_cast<std::uintptr_t>(range);
@@ -71,6 +76,7 @@ std::uint32_t root_take_slots(std::uint32_t count) {
     return first;
   }
   if (g_next_slot + count > kSlotCount) return kNoZone;
+  if (!g_zone_table.commit_prefix(std::size_t{g_next_slot + count} * sizeof(Zone))) return kNoZone;
   std::uint32_t first = g_next_slot;
   g_next_slot += count;
   return first;

@@ -36,6 +36,8 @@ constinit std::atomic<bool> g_ready{false};
 constinit SpinLock g_hooks_lock;
 constinit std::atomic<bool> g_hooks_ready{false};
 constinit MetadataArena g_shard_arena;
+// Indexed by shard id, made writable as ids are handed out (see MetadataArena).
+constinit MetadataArena g_shard_table_arena;
 constinit Shard** g_shard_table = nullptr;
 constinit std::atomic<std::uint32_t> g_shard_count{0};
 constinit std::atomic<std::uint32_t> g_pooled{0};
@@ -61,8 +63,9 @@ bool shard_init() {
   std::size_t table_bytes = kMaxShards * sizeof(Shard*);
   std::size_t arena_bytes = kMaxShards * ((sizeof(Shard) + 63) & ~std::size_t{63});
   if (!batch_pool_init()) return false;
-  if (!g_shard_arena.init(table_bytes + arena_bytes + sizeof(ShardStack) + kPageBytes)) return false;
-  g_shard_table = static_cast<Shard**>(g_shard_arena.alloc(table_bytes, kPageBytes));
+  if (!g_shard_table_arena.init(table_bytes)) return false;
+  if (!g_shard_arena.init(arena_bytes + sizeof(ShardStack) + kPageBytes)) return false;
+  g_shard_table = reinterpret_cast<Shard**>(g_shard_table_arena.base());
   // Boost.Lockfree's constructors are not constexpr: build it here, in our own memory.
   g_pool = new (g_shard_arena.alloc(sizeof(ShardStack), 64)) ShardStack();
   g_ready.store(true, std::memory_order_release);
@@ -71,6 +74,8 @@ bool shard_init() {
 
 Shard* shard_create() {
   LockGuard guard(g_init_lock);
+  std::uint32_t id = g_shard_count.load(std::memory_order_relaxed);
+  if (!g_shard_table_arena.commit_prefix(std::size_t{id + 1} * sizeof(Shard*))) return nullptr;
   void* mem = g_shard_arena.alloc(sizeof(Shard), 64);
   if (!mem) return nullptr;
   auto* s = new (mem) Shard();
@@ -80,7 +85,6 @@ Shard* shard_create() {
   }
   s->donors = kNoZone;
   s->frees_until_chores = kFreesPerChores;
-  std::uint32_t id = g_shard_count.load(std::memory_order_relaxed);
   s->id = id;
   g_shard_table[id] = s;
   g_shard_count.store(id + 1, std::memory_order_release);

@@ -3,9 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "api/isoshard.h"
+#include "runtime/shard/remote_batch.hpp"
+#include "runtime/shard/shard.hpp"
 
 namespace iso {
 namespace {
@@ -68,6 +71,80 @@ TEST(Root, AlignedBigAllocationsHonourLargeAlignments) {
     std::memset(p, 3, 50000);
     iso_free(p);
   }
+}
+
+struct Mapping {
+  std::uintptr_t start = 0, end = 0;
+  bool readable = false, writable = false;
+};
+
+std::vector<Mapping> mappings() {
+  std::vector<Mapping> all;
+  std::FILE* f = std::fopen("/proc/self/maps", "r");
+  EXPECT_NE(f, nullptr);
+  if (!f) return all;
+  char line[512];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long lo = 0, hi = 0;
+    char perms[5] = "";
+    if (std::sscanf(line, "%lx-%lx %4s", &lo, &hi, perms) == 3)
+      all.push_back(Mapping{lo, hi, perms[0] == 'r', perms[1] == 'w'});
+  }
+  std::fclose(f);
+  return all;
+}
+
+// The writable range around address a (adjacent writable mappings joined: mlock splits
+// them), and the mapping that follows it.
+struct WritableRun {
+  std::uintptr_t start = 0, end = 0;
+  Mapping next;
+};
+WritableRun writable_run(std::uintptr_t a) {
+  std::vector<Mapping> all = mappings();
+  WritableRun run;
+  std::size_t i = 0;
+  while (i < all.size() && !(all[i].start <= a && a < all[i].end)) ++i;
+  if (i == all.size() || !all[i].writable) return run;
+  std::size_t lo = i, hi = i;
+  while (lo > 0 && all[lo - 1].writable && all[lo - 1].end == all[lo].start) --lo;
+  while (hi + 1 < all.size() && all[hi + 1].writable && all[hi + 1].start == all[hi].end) ++hi;
+  run.start = all[lo].start;
+  run.end = all[hi].end;
+  if (hi + 1 < all.size() && all[hi + 1].start == run.end) run.next = all[hi + 1];
+  return run;
+}
+
+TEST(Root, MetadataIsWritableOnlyAsFarAsItIsUsed) {
+  // Under vm.overcommit_memory=2 a private writable mapping is charged in full, whatever
+  // MAP_NORESERVE says: reserved read-write, the 64 GiB bitmap arena failed every process's
+  // first malloc there. Each arena is writable up to what it handed out, read-only beyond.
+  void* chunks[200];
+  for (void*& c : chunks) c = iso_alloc(48);  // past the light allocations: a shard
+  ASSERT_FALSE(is_sentinel(t_shard));
+  const Zone* z = zone_of(chunks[199]);
+  RemoteBatch* b = batch_get();
+  ASSERT_NE(b, nullptr);
+  struct {
+    const char* what;
+    const void* p;
+  } used[] = {{"zone table", z}, {"bitmaps", z->bitmap}, {"batches", b}, {"shards", t_shard}};
+  for (const auto& u : used) {
+    WritableRun run = writable_run(reinterpret_cast<std::uintptr_t>(u.p));
+    ASSERT_NE(run.end, 0u) << u.what << " is not writable";
+    EXPECT_LE(run.end - run.start, std::size_t{64} << 20) << u.what;
+    EXPECT_EQ(run.next.start, run.end) << u.what << ": its reservation goes on";
+    EXPECT_TRUE(run.next.readable && !run.next.writable) << u.what << ": read-only beyond";
+  }
+  batch_put(b);
+  for (void* c : chunks) iso_free(c);
+}
+
+TEST(RootDeath, AStrayPointerIntoAnUntakenSlotIsAnInvalidFree) {
+  // The zone table past the slots taken is read-only and reads as zeros: an unused slot.
+  ASSERT_TRUE(root_init());
+  void* stray = reinterpret_cast<void*>(slot_base(kSlotCount - 1) + kPageBytes);
+  EXPECT_DEATH(iso_free(stray), "isoshard: invalid free");
 }
 
 TEST(RootDeath, BigDoubleFreeAndInteriorFreeAbort) {
