@@ -10,6 +10,7 @@
 //   only the owner shard's thread writes a zone; other threads read its first cache line,
 //   written once when the slot is taken, to check a free and route it home.
 #pragma once
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -207,12 +208,15 @@ ISO_ALWAYS_INLINE void zone_free_at(Zone& z, std::uint32_t idx) {
   --z.used;
 #if ISOSHARD_CANARIES
   // An overflow out of this chunk (or into it) shows in a canary neighbour.
-  std::uint64_t canaries = w & (w >> 1) & kLowBits;  // bit 2k: chunk k of the word is a canary
-  std::uint64_t me = std::uint64_t{1} << sh;
-  // One test for both neighbours: one free in about 32 has a canary next to it.
-  if (ISO_UNLIKELY((canaries & ((me << 2) | (me >> 2))) != 0)) {
-    if ((canaries & (me << 2)) != 0) zone_check_canary_word(z, idx + 1, true);
-    if ((canaries & (me >> 2)) != 0) zone_check_canary_word(z, idx - 1, false);
+  // Bit 2k of canaries: chunk k of the word is a canary. Rotated so this chunk's pair sits at
+  // bits 2-3, its neighbours' are at bits 0 and 4: one test for both (one free in about 32
+  // has a canary next to it). A chunk first or last in its word wraps around to the other
+  // end of the word, whose chunk is never a canary (see zone.cpp's canary_index).
+  std::uint64_t canaries = w & (w >> 1) & kLowBits;
+  std::uint64_t around = std::rotr(canaries, static_cast<int>(sh) - 2);
+  if (ISO_UNLIKELY((around & 0x11) != 0)) {
+    if ((around & 0x10) != 0) zone_check_canary_word(z, idx + 1, true);
+    if ((around & 0x01) != 0) zone_check_canary_word(z, idx - 1, false);
   }
 #endif
 #if ISOSHARD_SANITIZE_CHUNKS
