@@ -67,7 +67,9 @@ bool shard_init() {
   if (!g_shard_arena.init(arena_bytes + sizeof(ShardStack) + kPageBytes)) return false;
   g_shard_table = reinterpret_cast<Shard**>(g_shard_table_arena.base());
   // Boost.Lockfree's constructors are not constexpr: build it here, in our own memory.
-  g_pool = new (g_shard_arena.alloc(sizeof(ShardStack), 64)) ShardStack();
+  void* pool = g_shard_arena.alloc(sizeof(ShardStack), 64);
+  if (!pool) return false;  // its pages could not be made writable
+  g_pool = new (pool) ShardStack();
   g_ready.store(true, std::memory_order_release);
   return true;
 }
