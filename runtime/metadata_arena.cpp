@@ -5,6 +5,7 @@
 #include <cerrno>
 
 #include "runtime/config.hpp"
+#include "runtime/platform.hpp"
 
 namespace iso {
 
@@ -26,19 +27,14 @@ bool MetadataArena::init(std::size_t bytes) {
 }
 
 bool MetadataArena::commit_prefix(std::size_t bytes) {
+  if (bytes > size_) return false;
+  std::size_t want = (bytes + kMetadataCommitStepBytes - 1) & ~(kMetadataCommitStepBytes - 1);
+  if (want > size_) want = size_;
   std::size_t have = committed_.load(std::memory_order_acquire);
   while (have < bytes) {
-    if (bytes > size_) return false;
-    std::size_t want = (bytes + kMetadataCommitStepBytes - 1) & ~(kMetadataCommitStepBytes - 1);
-    if (want > size_) want = size_;
     // Racing threads may both make [have, want) writable: mprotect is idempotent, and the
     // watermark only ever moves to a value its writer has made writable.
-    int saved_errno = errno;
-    if (mprotect(base_ + have, want - have, PROT_READ | PROT_WRITE) != 0) {
-      errno = saved_errno;
-      return false;
-    }
-    errno = saved_errno;
+    if (!os::commit(base_ + have, want - have, false)) return false;
     if (committed_.compare_exchange_strong(have, want, std::memory_order_acq_rel)) return true;
   }
   return true;

@@ -29,7 +29,6 @@ class MetadataArena {
   bool commit_prefix(std::size_t bytes);
   char* base() const { return base_; }
   std::size_t used() const { return used_.load(std::memory_order_relaxed); }
-  std::size_t committed() const { return committed_.load(std::memory_order_acquire); }
 
  private:
   char* base_ = nullptr;
