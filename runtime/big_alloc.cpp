@@ -35,7 +35,8 @@ Zone& mark_live(std::uint32_t first, std::uint32_t slots, std::uintptr_t user,
   for (std::uint32_t s = first; s < first + slots; ++s) {
     g_zones[s].kind = SlotKind::kBigTail;
     g_zones[s].owner = nullptr;
-    g_zones[s].chunk_count_ = 0;  // free's chunk test fails here (see shard_free_remote)
+    g_zones[s].owner_tag = 0;     // no batch goes here (see shard_free_remote)
+    g_zones[s].chunk_count_ = 0;  // no pointer is a chunk start
   }
   Zone& z = g_zones[head];
   z.kind = SlotKind::kBig;

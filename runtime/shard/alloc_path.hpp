@@ -44,7 +44,7 @@ ISO_ALWAYS_INLINE void shard_free(void* p) {
     if (ISO_UNLIKELY(--s->frees_until_chores == 0)) shard_free_chores(static_cast<Shard*>(s));
     return;
   }
-  shard_free_remote(z, p);
+  shard_free_remote(z, p, s);
 }
 
 }  // namespace iso

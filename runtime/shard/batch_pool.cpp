@@ -16,6 +16,8 @@ constinit std::atomic<bool> g_ready{false};
 
 }  // namespace
 
+constinit RemoteBatch g_no_batch = {{}, 0, kNoDestTag, 0, 0, {}};
+
 // Under the shard-init lock, which fork's prepare handler also takes: a fork can no longer
 // land between "someone is setting the arena up" and "it is ready", which left a forked child
 // spinning forever on its first cross-thread free (ForkUnderThreads, once in a few hundred).

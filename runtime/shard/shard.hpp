@@ -31,10 +31,11 @@ struct ShardFront {
   // Local frees left before the next look at the inbox and the donors: a thread that only
   // frees still takes its chunks back and returns idle pages.
   std::uint32_t frees_until_chores;
-  // Open batches, direct-mapped by destination shard id. A remote free's one test is that
-  // outbox[owner_id % kOutboxCount] is open for owner_id: the sentinel's are all null, and no
-  // batch is ever opened for a common zone's owner_id (kNoOwnerId), so unbound threads and
-  // common chunks fail it without tests of their own.
+  // Open batches, direct-mapped by destination tag (shard id + 1). A remote free's one test
+  // is that outbox[owner_tag % kOutboxCount] is open for owner_tag. A closed outbox holds
+  // g_no_batch, whose tag is no shard's; all of the sentinel's are closed, and no batch is
+  // opened for owner_tag 0 (common zones, big and untaken slots). So unbound threads, common
+  // chunks, big allocations and stray pointers fail it without tests of their own.
   RemoteBatch* outbox[kOutboxCount];
 };
 
@@ -136,9 +137,10 @@ ISO_COLD void* shard_alloc_slow(unsigned cls, bool zero);
 ISO_COLD void shard_zone_event(Shard* s, Zone* z);
 // Every kFreesPerChores local frees: drain the inbox, release old donors.
 ISO_COLD void shard_free_chores(Shard* s);
-// A free in slot z (not null) that is not in the calling thread's own zone: most often
-// another shard's chunk, which goes into the open batch for its owner; else shard_free_slow.
-ISO_COLD void shard_free_remote(Zone* z, void* p);
+// A free in slot z (not null) that is not in the zones of s, the calling thread's shard: most
+// often another shard's chunk, which goes into the open batch for its owner; else
+// shard_free_slow.
+ISO_COLD void shard_free_remote(Zone* z, void* p, ShardFront* s);
 // Every other free: null and foreign pointers (z null), big and common chunks, bad
 // pointers, unbound and exited threads, and a remote free that opens a batch.
 ISO_COLD void shard_free_slow(Zone* z, void* p);

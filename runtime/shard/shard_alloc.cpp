@@ -47,7 +47,7 @@ Zone* new_zone(Shard* s, unsigned cls) {
   Zone* z = root_new_zone(cls, s);
   if (z) {  // before any chunk of it is handed out
     z->common = shard_is_common(s);
-    z->owner_id = z->common ? kNoOwnerId : s->id;
+    z->owner_tag = z->common ? 0 : s->id + 1;
     if (z->common) common_shard_count_zone();
   }
   return z;
@@ -91,7 +91,7 @@ Zone* switch_zone(Shard* s, unsigned cls) {
 // Sends a batch to its destination's inbox.
 void send(RemoteBatch* b) {
   b->cpu = os::current_cpu();
-  shard_by_id(b->dest)->inbox.push(b);
+  shard_by_id(b->dest_tag - 1)->inbox.push(b);
 }
 void send_from(Shard* from, RemoteBatch* b) {
   ++from->remote_batches_sent;
@@ -120,55 +120,55 @@ void recycle_batch(Shard* s, RemoteBatch* b) {
 // Sends the batch in outbox i and leaves the outbox empty.
 void close_outbox(Shard* from, unsigned i) {
   send_from(from, from->outbox[i]);
-  from->outbox[i] = nullptr;
+  from->outbox[i] = &g_no_batch;
   from->open_outboxes &= ~(std::uint64_t{1} << i);
 }
 
-// Opens a batch for shard dest in outbox i, sending the one it held (for another shard).
-ISO_COLD RemoteBatch* open_batch(Shard* from, unsigned i, std::uint32_t dest, const void* p) {
-  if (from->outbox[i]) close_outbox(from, i);
-  RemoteBatch*& slot = from->outbox[i];
-  slot = take_batch(from);
-  if (!slot) fatal(Fault::kOutOfMetadata, p, -1);
+// Opens a batch for the shard tagged dest_tag in its outbox, sending the one the outbox held
+// (for another shard).
+ISO_COLD void open_batch(Shard* from, std::uint32_t dest_tag, const void* p) {
+  unsigned i = dest_tag % kOutboxCount;
+  if (from->outbox[i] != &g_no_batch) close_outbox(from, i);
+  RemoteBatch* b = take_batch(from);
+  if (!b) fatal(Fault::kOutOfMetadata, p, -1);
+  b->dest_tag = dest_tag;
+  b->fill = kEmptyBatchFill;
+  from->outbox[i] = b;
   from->open_outboxes |= std::uint64_t{1} << i;
-  slot->dest = dest;
-  slot->fill = 0;
-  return slot;
 }
 
-// Puts chunk idx of zone z in from's open batch for the zone's owner, sending the batch once
-// it is full; false (nothing done) when no batch for that owner is open (always, for the
-// sentinel and for common zones: see ShardFront::outbox).
-ISO_ALWAYS_INLINE bool append_remote(ShardFront* from, const Zone* z, std::uint32_t idx) {
-  std::uint32_t dest = z->owner_id;
-  unsigned i = dest % kOutboxCount;
+// Puts p, freed from zone z, in from's open batch for the zone's owner, sending the batch
+// once it is full; false (nothing done) when no batch for that owner is open: always for the
+// sentinel, and for zones no batch goes to (owner_tag 0). See ShardFront::outbox.
+ISO_ALWAYS_INLINE bool append_remote(ShardFront* from, const Zone* z, const void* p) {
+  std::uint32_t tag = z->owner_tag;
+  unsigned i = tag % kOutboxCount;
   RemoteBatch* b = from->outbox[i];
-  if (ISO_UNLIKELY(!b || b->dest != dest)) return false;
+  if (ISO_UNLIKELY(b->dest_tag != tag)) return false;
   std::uint64_t fill = b->fill;
-  b->entries[static_cast<std::uint32_t>(fill)] = remote_entry(z->id, idx);
-  static_assert(batch_fill_step(48) == (std::uint64_t{48} << 32 | 1), "see Zone::size_and_one");
-  fill += z->size_and_one;  // batch_fill_step(z->chunk_bytes())
+  // Word (fill & 0xff) of the batch: entries[] starts past the header words it counts.
+  b->entries[(fill & 0xff) - kBatchHeaderWords] = reinterpret_cast<std::uintptr_t>(p);
+  static_assert(batch_fill_step(48) == (std::uint64_t{48} << 8 | 1), "see Zone::fill_step");
+  fill += z->fill_step;
   b->fill = fill;
-  if (ISO_UNLIKELY(static_cast<std::uint32_t>(fill) == kRemoteBatchChunks ||
-                   (fill >> 32) >= kRemoteBatchBytes))
-    close_outbox(static_cast<Shard*>(from), i);  // an open batch: a real shard
+  if (ISO_UNLIKELY(batch_full(fill))) close_outbox(static_cast<Shard*>(from), i);  // a real one
   return true;
 }
 
-// Puts chunk idx of zone z (at p) in the freeing thread's batch for the zone's owner.
-void post_remote(Shard* from, const Zone* z, std::uint32_t idx, const void* p) {
-  if (append_remote(from, z, idx)) return;
-  open_batch(from, z->owner_id % kOutboxCount, z->owner_id, p);
-  append_remote(from, z, idx);
+// Puts p, freed from zone z, in the freeing thread's batch for the zone's owner.
+void post_remote(Shard* from, const Zone* z, const void* p) {
+  if (append_remote(from, z, p)) return;
+  open_batch(from, z->owner_tag, p);
+  append_remote(from, z, p);
 }
 
 // A thread past its exit release has no outbox: its frees go home one per batch.
-void post_remote_direct(const Zone* z, std::uint32_t idx, const void* p) {
+void post_remote_direct(const Zone* z, const void* p) {
   RemoteBatch* b = batch_get();
   if (!b) fatal(Fault::kOutOfMetadata, p, -1);
-  b->dest = z->owner_id;
-  b->fill = batch_fill_step(z->chunk_bytes());
-  b->entries[0] = remote_entry(z->id, idx);
+  b->dest_tag = z->owner_tag;
+  b->fill = kEmptyBatchFill + z->fill_step;
+  b->entries[0] = reinterpret_cast<std::uintptr_t>(p);
   send(b);
 }
 
@@ -227,6 +227,7 @@ constinit Zone g_empty_zone = {};
 static constexpr ShardFront make_sentinel() {
   ShardFront s{};
   for (Zone*& z : s.current) z = &g_empty_zone;
+  for (RemoteBatch*& b : s.outbox) b = &g_no_batch;
   return s;
 }
 constinit ShardFront g_sentinel_shard = make_sentinel();
@@ -322,29 +323,28 @@ void shard_free_slow(Zone* z, void* p) {
   if (!zone_chunk_at(*z, p, idx)) zone_bad_free(*z, p, kChunkFresh);
   ShardFront* f = t_shard;
   if (ISO_UNLIKELY(is_sentinel(f))) {
-    if (shard_thread_exited()) return post_remote_direct(z, idx, p);
+    if (shard_thread_exited()) return post_remote_direct(z, p);
     Shard* s = shard_bind();
     if (!s) fatal(Fault::kOutOfMetadata, p, z->id);
     if (z->owner == s) {  // the shard just bound (from the pool) owns it
       zone_free_at(*z, idx);
       return shard_note_free(s, z);
     }
-    return post_remote(s, z, idx, p);
+    return post_remote(s, z, p);
   }
   // A bound thread gets here only for a zone it does not own (shard_free tested that).
-  post_remote(static_cast<Shard*>(f), z, idx, p);
+  post_remote(static_cast<Shard*>(f), z, p);
 }
 
-void shard_free_remote(Zone* z, void* p) {
-  // Nothing to keep across a call, so nothing to save. Two tests: a chunk start (big and
-  // unused slots have no chunks: chunk_count is 0), and an open batch for the owner (see
-  // ShardFront::outbox); everything else falls to shard_free_slow. Consumers of
-  // producer/consumer are bound by their loads of the chunks, and each instruction here
-  // shrinks how many of those loads the core overlaps: at 63 instructions from free's entry
-  // (three more tests), `crossed` took 0.109 s; at 55, 0.097 s (tcmalloc 0.112; medians of
-  // 13 alternations). 49 now.
-  std::uint32_t idx;
-  if (ISO_LIKELY(zone_chunk_at(*z, p, idx)) && append_remote(t_shard, z, idx)) return;
+void shard_free_remote(Zone* z, void* p, ShardFront* s) {
+  // One test: an open batch for the zone's owner (see ShardFront::outbox); everything else
+  // falls to shard_free_slow. The owner checks that p starts a chunk when it drains the
+  // batch, as it checks the chunk's state. Consumers of producer/consumer are bound by their
+  // loads of the chunks, and each instruction here shrinks how many of those loads the core
+  // overlaps. With the chunk checked here (45 instructions from free's entry) `crossed` took
+  // 0.524 s, without (34) 0.437 s, when the host put the two CPUs far apart (medians of 27
+  // rounds; docs/DESIGN.md, known limits).
+  if (ISO_LIKELY(append_remote(s, z, p))) return;
   shard_free_slow(z, p);
 }
 
@@ -360,12 +360,18 @@ namespace {
 template <FreedTo To>
 void drain_batch(Shard* s, const RemoteBatch* b) {
   const std::uint32_t count = b->count();
-  Zone* const zones = g_zones;  // in a register: the loop's stores might alias the global
+  // In registers: the loop's stores might alias the globals.
+  Zone* const zones = g_zones;
+  const std::uintptr_t base = g_base;
   for (std::uint32_t i = 0; i < count; ++i) {
-    std::uint64_t e = b->entries[i];
-    Zone* z = &zones[remote_entry_zone(e)];
-    if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, z, z->id);
-    zone_free_at<To>(*z, remote_entry_chunk(e));
+    std::uintptr_t e = b->entries[i];
+    // The sender's zone_of found e in range.
+    Zone* z = &zones[(e - base) >> kZoneSlotShift];
+    void* p = reinterpret_cast<void*>(e);
+    if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, p, z->id);
+    std::uint32_t idx;
+    if (ISO_UNLIKELY(!zone_chunk_at(*z, p, idx))) zone_bad_free(*z, p, kChunkFresh);
+    zone_free_at<To>(*z, idx);
     shard_note_free(s, z);
   }
   s->remote_frees_received += count;
@@ -429,7 +435,7 @@ std::uint64_t shard_remote_frees_sent(const Shard* s) {
 }
 
 void shard_drop_outboxes(Shard* s) {
-  for (RemoteBatch*& b : s->outbox) b = nullptr;
+  for (RemoteBatch*& b : s->outbox) b = &g_no_batch;
   s->open_outboxes = 0;
   s->slow_paths_since_flush = 0;
   s->spare_batches = 0;

@@ -85,6 +85,7 @@ Shard* shard_create() {
     s->current[c] = &g_empty_zone;
     s->avail[c] = kNoZone;
   }
+  shard_drop_outboxes(s);  // all closed
   s->donors = kNoZone;
   s->frees_until_chores = kFreesPerChores;
   s->id = id;

@@ -190,7 +190,7 @@ void zone_init(Zone& z, std::uint32_t id, std::uintptr_t slot_base, unsigned cls
   std::memset(z.summary, 0, sizeof z.summary);
   z.kind = SlotKind::kZone;
   z.cls = static_cast<std::uint8_t>(cls);
-  z.size_and_one = std::uint64_t{kClasses[cls].chunk_bytes} << 32 | 1;
+  z.fill_step = std::uint64_t{kClasses[cls].chunk_bytes} << 8 | 1;  // batch_fill_step
   z.chunk_count_ = kClasses[cls].chunk_count;
   z.odd_inverse = kClasses[cls].odd_inverse;
   z.odd_shift = kClasses[cls].odd_shift;

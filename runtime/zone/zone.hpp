@@ -26,7 +26,6 @@ namespace iso {
 enum class SlotKind : std::uint8_t { kUnused = 0, kZone, kBig, kBigTail };
 
 inline constexpr std::uint32_t kNoZone = ~std::uint32_t{0};
-inline constexpr std::uint32_t kNoOwnerId = ~std::uint32_t{0};
 inline constexpr std::uint32_t kMaxBitmapWords =
     (kClasses[0].chunk_count + kChunksPerWord - 1) / kChunksPerWord;
 inline constexpr std::uint32_t kSummaryWords = (kMaxBitmapWords + 63) / 64;
@@ -51,12 +50,14 @@ struct alignas(2048) Zone {
   bool common;                 // the common shard's: freed under its lock, never sent home
   std::uint8_t odd_shift;
   std::uint32_t id;            // slot index
-  // The chunk size in the high half, 1 in the low: what one chunk adds to the fill word of
-  // a remote batch (batch_fill_step), ready for the remote free to add.
-  std::uint64_t size_and_one;
+  // What one chunk adds to the fill word of a remote batch, batch_fill_step(chunk size):
+  // the chunk size from bit 8, 1 below. Ready for the remote free to add.
+  std::uint64_t fill_step;
   std::uint32_t chunk_count_;  // 0 in a slot that is not a zone: no pointer is a chunk start
-  std::uint32_t owner_id;      // its id: a remote free addresses its batch without reading it
-                               // (kNoOwnerId in a common zone: never sent a batch)
+  // The owner's id + 1: a remote free addresses its batch without reading the owner. 0 in
+  // every slot no batch may go to (common zones, big and untaken slots): no batch's
+  // destination is 0.
+  std::uint32_t owner_tag;
   std::uint64_t odd_inverse;
   std::uintptr_t user_base;    // first chunk (big: the user pointer)
   std::uint64_t* bitmap;
@@ -84,7 +85,7 @@ struct alignas(2048) Zone {
                                // steps (until its pages go back to the OS)
   std::uint64_t summary[kSummaryWords];
 
-  std::uint32_t chunk_bytes() const { return static_cast<std::uint32_t>(size_and_one >> 32); }
+  std::uint32_t chunk_bytes() const { return static_cast<std::uint32_t>(fill_step >> 8); }
   std::uint32_t chunk_count() const { return chunk_count_; }
   std::uint32_t bitmap_words() const {
     return (chunk_count() + kChunksPerWord - 1) / kChunksPerWord;

@@ -377,6 +377,8 @@ TEST(ErrorsThreaded, RemoteFreeOfChunkTheOwnerAlreadyFreedIsCaught) {
 }
 
 TEST(ErrorsThreaded, RemoteFreeIntoTheMiddleOfAChunkAbortsInTheFreeingThread) {
+  // The thread's first free to that owner opens a batch, on the slow path, which checks the
+  // pointer itself.
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
@@ -384,6 +386,27 @@ TEST(ErrorsThreaded, RemoteFreeIntoTheMiddleOfAChunkAbortsInTheFreeingThread) {
         std::thread t([p] { free_opaque(p + 32); });
         t.join();
         std::fprintf(stderr, "remote invalid free accepted\n");
+        std::exit(0);
+      },
+      aborted(), report("invalid free", kAnyPtr, in_zone(96)));
+}
+
+TEST(ErrorsThreaded, RemoteFreeIntoTheMiddleOfAChunkIsCaughtWhenTheOwnerTakesItBack) {
+  // Once a batch for the owner is open, the freeing thread appends the pointer unchecked; the
+  // owner checks that it starts a chunk when it drains the batch.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        void* q = malloc(opaque(std::size_t{96}));
+        auto* p = static_cast<char*>(malloc(opaque(std::size_t{96})));
+        std::thread t([q, p] {
+          free_opaque(q);       // opens the batch
+          free_opaque(p + 32);  // goes into it
+          iso_flush();
+        });
+        t.join();
+        iso_flush();
+        std::fprintf(stderr, "owner drained an invalid free silently\n");
         std::exit(0);
       },
       aborted(), report("invalid free", kAnyPtr, in_zone(96)));

@@ -55,7 +55,7 @@ TEST(RemoteInbox, OverflowPastTheBoundedQueueDeliversEveryBatch) {
     senders.emplace_back([&] {
       for (unsigned i = 0; i < kInboxSlots; ++i) {
         RemoteBatch* b = batch_get();
-        b->fill = 0;
+        b->fill = kEmptyBatchFill;
         inbox->push(b);
         std::lock_guard<std::mutex> g(m);
         sent.push_back(b);

@@ -112,6 +112,31 @@ TEST(Shard, FreesToManyOwnersInTurnTravelInFullBatches) {
       << "frees to many owners went out in partial batches";
 }
 
+TEST(Shard, ABatchGoesHomeWithItsLastEntry) {
+  // The batch's fill word says it is full in one bit test: the kRemoteBatchChunks-th free
+  // sends it, not one before or after.
+  std::vector<void*> ps;
+  for (unsigned i = 0; i < kRemoteBatchChunks + 5; ++i) ps.push_back(iso_alloc(48));
+  std::size_t sent_after = 0;
+  std::thread([&] {
+    iso_free(iso_alloc(16));  // bound: its outboxes start empty
+    iso_stats start{};
+    iso_get_stats(&start);
+    for (std::size_t i = 0; i < ps.size() && sent_after == 0; ++i) {
+      iso_free(ps[i]);
+      ps[i] = nullptr;
+      iso_stats now{};
+      iso_get_stats(&now);
+      if (now.remote_batches_sent != start.remote_batches_sent) sent_after = i + 1;
+    }
+    iso_flush();
+  }).join();
+  EXPECT_EQ(sent_after, std::size_t{kRemoteBatchChunks});
+  iso_flush();  // take them in
+  for (void* p : ps)
+    if (p) iso_free(p);
+}
+
 TEST(Shard, ABatchOfBigChunksGoesHomeOnceItHoldsEnoughBytes) {
   // 61 chunks of 100 KiB held in one outbox would keep 6 MiB from its owner: a batch goes
   // out once its chunks add up to kRemoteBatchBytes.
