@@ -27,8 +27,8 @@ ISO_ALWAYS_INLINE void shard_note_free(Shard* s, Zone* z) {
     shard_zone_event(s, z);
 }
 
-// Frees p into zone z, which shard s owns (the hot path, a free that bound the thread first,
-// the common shard's frees).
+// Frees p into zone z, which shard s owns (the common shard's frees; free's hot path does the
+// same, with the rest in one tail call).
 ISO_ALWAYS_INLINE void shard_free_owned(Shard* s, Zone* z, void* p) {
   zone_free(*z, p);
   shard_note_free(s, z);
@@ -40,8 +40,13 @@ ISO_ALWAYS_INLINE void shard_free(void* p) {
   ShardFront* s = t_shard;
   // Big and unused slots have no owner, so they never pass this test.
   if (ISO_LIKELY(z->owner == s)) {
-    shard_free_owned(static_cast<Shard*>(s), z, p);
-    if (ISO_UNLIKELY(--s->frees_until_chores == 0)) shard_free_chores(static_cast<Shard*>(s));
+    zone_free(*z, p);
+    // Whatever else a free may have to do is one tail call: nothing here lives across a
+    // call, so free saves no register, and the remote path below is a plain jump.
+    std::uint32_t left = --s->frees_until_chores;
+    if (ISO_UNLIKELY(!z->listed) || ISO_UNLIKELY(z->used == 0 && !z->donor_listed) ||
+        ISO_UNLIKELY(left == 0))
+      shard_free_owned_rest(static_cast<Shard*>(s), z);
     return;
   }
   shard_free_remote(z, p, s);

@@ -137,6 +137,9 @@ ISO_COLD void* shard_alloc_slow(unsigned cls, bool zero);
 ISO_COLD void shard_zone_event(Shard* s, Zone* z);
 // Every kFreesPerChores local frees: drain the inbox, release old donors.
 ISO_COLD void shard_free_chores(Shard* s);
+// After a local free into z that left it unlisted-but-free or empty, or used up
+// frees_until_chores: shard_note_free, then the chores if due.
+ISO_COLD void shard_free_owned_rest(Shard* s, Zone* z);
 // A free in slot z (not null) that is not in the zones of s, the calling thread's shard: most
 // often another shard's chunk, which goes into the open batch for its owner; else
 // shard_free_slow.

@@ -343,9 +343,14 @@ void shard_free_remote(Zone* z, void* p, ShardFront* s) {
   // loads of the chunks, and each instruction here shrinks how many of those loads the core
   // overlaps. With the chunk checked here (45 instructions from free's entry) `crossed` took
   // 0.524 s, without (34) 0.437 s, when the host put the two CPUs far apart (medians of 27
-  // rounds; docs/DESIGN.md, known limits).
+  // rounds; docs/DESIGN.md, known limits). 32 now.
   if (ISO_LIKELY(append_remote(s, z, p))) return;
   shard_free_slow(z, p);
+}
+
+void shard_free_owned_rest(Shard* s, Zone* z) {
+  shard_note_free(s, z);
+  if (s->frees_until_chores == 0) shard_free_chores(s);
 }
 
 void shard_free_chores(Shard* s) {
