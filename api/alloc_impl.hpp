@@ -15,8 +15,11 @@ namespace iso::api {
 
 ISO_COLD void* big_or_fail(std::size_t bytes, std::size_t align, bool zero);
 
+// Requests up to kClassTableMaxBytes (most) make one compare before the class table; the
+// compiler folds size_class_of in each branch.
 ISO_ALWAYS_INLINE void* alloc(std::size_t bytes) {
-  if (ISO_LIKELY(bytes <= kMaxSmallBytes)) return shard_malloc_small<false>(bytes);
+  if (ISO_LIKELY(bytes <= kClassTableMaxBytes)) return shard_malloc_small<false>(bytes);
+  if (bytes <= kMaxSmallBytes) return shard_malloc_small<false>(bytes);
   return big_or_fail(bytes, kMinAlignBytes, false);
 }
 
@@ -26,7 +29,8 @@ ISO_ALWAYS_INLINE void* calloc(std::size_t n, std::size_t size) {
     errno = ENOMEM;
     return nullptr;
   }
-  if (ISO_LIKELY(bytes <= kMaxSmallBytes)) return shard_malloc_small<true>(bytes);
+  if (ISO_LIKELY(bytes <= kClassTableMaxBytes)) return shard_malloc_small<true>(bytes);
+  if (bytes <= kMaxSmallBytes) return shard_malloc_small<true>(bytes);
   return big_or_fail(bytes, kMinAlignBytes, true);
 }
 

@@ -24,10 +24,10 @@ namespace {
 }
 
 ISO_ALWAYS_INLINE void* new_impl(std::size_t size) {
-  if (ISO_LIKELY(size <= kMaxSmallBytes)) {
-    void* p = shard_malloc_small<false>(size);
-    if (ISO_LIKELY(p != nullptr)) return p;
-  }
+  void* p = nullptr;
+  if (ISO_LIKELY(size <= kClassTableMaxBytes)) p = shard_malloc_small<false>(size);  // see api::alloc
+  else if (size <= kMaxSmallBytes) p = shard_malloc_small<false>(size);
+  if (ISO_LIKELY(p != nullptr)) return p;
   return new_slow(size, kMinAlignBytes, false);
 }
 

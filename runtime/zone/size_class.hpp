@@ -37,7 +37,7 @@ inline constexpr auto kSmallClassTable = make_small_class_table();
 
 // Class of a request of `bytes` (0..kMaxSmallBytes); bytes 0 is served as 16.
 ISO_ALWAYS_INLINE constexpr unsigned size_class_of(std::size_t bytes) {
-  if (bytes <= kClassTableMaxBytes) return kSmallClassTable[(bytes + 15) >> 4];
+  if (ISO_LIKELY(bytes <= kClassTableMaxBytes)) return kSmallClassTable[(bytes + 15) >> 4];
   return size_class_by_formula(bytes);
 }
 
