@@ -16,7 +16,7 @@ constinit std::atomic<bool> g_ready{false};
 
 }  // namespace
 
-constinit RemoteBatch g_no_batch = {{}, 0, kNoDestTag, 0, 0, {}};
+constinit RemoteBatch g_no_batch = {{}, 0, kNoDestTag, 0, {}};
 
 // Under the shard-init lock, which fork's prepare handler also takes: a fork can no longer
 // land between "someone is setting the arena up" and "it is ready", which left a forked child

@@ -20,7 +20,6 @@ struct RemoteBatch {
   std::atomic<std::uint32_t> link;  // pool or inbox overflow list (never both at once)
   std::uint32_t id;
   std::uint32_t dest_tag;           // destination shard id + 1 (see Zone::owner_tag)
-  std::uint32_t cpu;                // the sender's CPU when it sent the batch
   // Header words plus chunks in it (low byte) and their bytes (from bit 8), bumped by one
   // scalar add per chunk. As two adjacent fields GCC paired their updates into SSE loads and
   // stores, and producer/consumer (2+2, split) took 0.151 s instead of 0.108.

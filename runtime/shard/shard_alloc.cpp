@@ -90,7 +90,6 @@ Zone* switch_zone(Shard* s, unsigned cls) {
 
 // Sends a batch to its destination's inbox.
 void send(RemoteBatch* b) {
-  b->cpu = os::current_cpu();
   shard_by_id(b->dest_tag - 1)->inbox.push(b);
 }
 void send_from(Shard* from, RemoteBatch* b) {
@@ -385,13 +384,8 @@ void drain_batch(Shard* s, const RemoteBatch* b) {
 }  // namespace
 
 void shard_drain_inbox(Shard* s) {
-  const unsigned cpu = os::current_cpu();
-  s->inbox.drain([s, cpu](RemoteBatch* b) {
-    if (b->cpu == cpu) {
-      drain_batch<FreedTo::kCacheOrSummary>(s, b);
-    } else {
-      drain_batch<FreedTo::kSummary>(s, b);
-    }
+  s->inbox.drain([s](RemoteBatch* b) {
+    drain_batch<FreedTo::kCacheOrSummary>(s, b);
     recycle_batch(s, b);
   });
 }

@@ -179,19 +179,12 @@ enum class FreedTo {
   // The cache when there is room, else the summary: a thread's own frees. The next
   // allocation of the class reuses the chunk while its lines are in this core's cache.
   kCache,
-  // The same without a branch: the drain of a batch sent from the CPU the owner runs on. Its
-  // chunks come from many zones in random order, and whether the zone's cache is full
-  // mispredicted on a third of them (cachegrind's branch model).
+  // The same without a branch: the drain of a batch. Its chunks come from many zones in
+  // random order, and whether the zone's cache is full mispredicted on a third of them
+  // (cachegrind's branch model). Batches from another CPU went to the summary for a while,
+  // so that a chunk was not handed out again moments after the freeing core read it: that
+  // won with the CPUs far apart and lost with them near (see docs/DESIGN.md, known limits).
   kCacheOrSummary,
-  // The summary: a refill finds the chunk among the zone's free chunks, lowest words first.
-  // The drain of a batch sent from another CPU, so its chunks are not handed out again
-  // moments after the freeing thread last read them there. Producer/consumer with producers
-  // and consumers pinned to different CPUs (2+2 split, medians of 9 alternations) took
-  // 0.104 s this way and 0.124 s through the cache (tcmalloc 0.108 s). Without the harness's
-  // writes and reads of the chunks, isoshard was already ahead across CPUs (0.066 s against
-  // tcmalloc's 0.074 s, crossed), so the cost was in touching the chunks, which this VM
-  // cannot count (no PMU).
-  kSummary,
 };
 
 // Frees chunk idx of this zone (the caller's thread owns it). Aborts unless it is in use.
