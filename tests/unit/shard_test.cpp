@@ -112,11 +112,9 @@ TEST(Shard, FreesToManyOwnersInTurnTravelInFullBatches) {
       << "frees to many owners went out in partial batches";
 }
 
-TEST(Shard, ABatchGoesHomeWithItsLastEntry) {
-  // The batch's fill word says it is full in one bit test: the kRemoteBatchChunks-th free
-  // sends it, not one before or after.
-  std::vector<void*> ps;
-  for (unsigned i = 0; i < kRemoteBatchChunks + 5; ++i) ps.push_back(iso_alloc(48));
+// Another thread frees ps in order until its first batch goes out; returns how many frees
+// that took (0: none went out). The owner then takes the batch in and frees the rest.
+std::size_t frees_until_a_batch_goes(std::vector<void*> ps) {
   std::size_t sent_after = 0;
   std::thread([&] {
     iso_free(iso_alloc(16));  // bound: its outboxes start empty
@@ -131,10 +129,18 @@ TEST(Shard, ABatchGoesHomeWithItsLastEntry) {
     }
     iso_flush();
   }).join();
-  EXPECT_EQ(sent_after, std::size_t{kRemoteBatchChunks});
   iso_flush();  // take them in
   for (void* p : ps)
     if (p) iso_free(p);
+  return sent_after;
+}
+
+TEST(Shard, ABatchGoesHomeWithItsLastEntry) {
+  // The batch's fill word says it is full in one bit test: the kRemoteBatchChunks-th free
+  // sends it, not one before or after.
+  std::vector<void*> ps;
+  for (unsigned i = 0; i < kRemoteBatchChunks + 5; ++i) ps.push_back(iso_alloc(48));
+  EXPECT_EQ(frees_until_a_batch_goes(ps), std::size_t{kRemoteBatchChunks});
 }
 
 TEST(Shard, ABatchOfBigChunksGoesHomeOnceItHoldsEnoughBytes) {
@@ -145,24 +151,7 @@ TEST(Shard, ABatchOfBigChunksGoesHomeOnceItHoldsEnoughBytes) {
   const std::size_t chunk = iso_chunksz(ps[0]);
   const std::size_t expected = (kRemoteBatchBytes + chunk - 1) / chunk;  // frees per batch
   ASSERT_LT(expected, ps.size());
-  std::size_t sent_after = 0;
-  std::thread([&] {
-    iso_free(iso_alloc(16));  // bound: its outboxes start empty
-    iso_stats start{};
-    iso_get_stats(&start);
-    for (std::size_t i = 0; i < ps.size() && sent_after == 0; ++i) {
-      iso_free(ps[i]);
-      ps[i] = nullptr;
-      iso_stats now{};
-      iso_get_stats(&now);
-      if (now.remote_batches_sent != start.remote_batches_sent) sent_after = i + 1;
-    }
-    iso_flush();
-  }).join();
-  EXPECT_EQ(sent_after, expected) << chunk << "-byte chunks";
-  iso_flush();  // take them in
-  for (void* p : ps)
-    if (p) iso_free(p);
+  EXPECT_EQ(frees_until_a_batch_goes(ps), expected) << chunk << "-byte chunks";
 }
 
 // Five caches' worth of one class, freed by another thread pinned to the owner's CPU or to
