@@ -361,21 +361,17 @@ void shard_free_chores(Shard* s) {
 namespace {
 
 // Frees every chunk of a batch sent to s into its zone.
-template <FreedTo To>
 void drain_batch(Shard* s, const RemoteBatch* b) {
   const std::uint32_t count = b->count();
   // In registers: the loop's stores might alias the globals.
   Zone* const zones = g_zones;
   const std::uintptr_t base = g_base;
   for (std::uint32_t i = 0; i < count; ++i) {
-    std::uintptr_t e = b->entries[i];
-    // The sender's zone_of found e in range.
-    Zone* z = &zones[(e - base) >> kZoneSlotShift];
-    void* p = reinterpret_cast<void*>(e);
+    void* p = reinterpret_cast<void*>(b->entries[i]);
+    // The sender's zone_of found p in range.
+    Zone* z = &zones[(b->entries[i] - base) >> kZoneSlotShift];
     if (ISO_UNLIKELY(z->owner != s)) fatal(Fault::kCorruptMetadata, p, z->id);
-    std::uint32_t idx;
-    if (ISO_UNLIKELY(!zone_chunk_at(*z, p, idx))) zone_bad_free(*z, p, kChunkFresh);
-    zone_free_at<To>(*z, idx);
+    zone_free<FreedTo::kCacheOrSummary>(*z, p);
     shard_note_free(s, z);
   }
   s->remote_frees_received += count;
@@ -385,7 +381,7 @@ void drain_batch(Shard* s, const RemoteBatch* b) {
 
 void shard_drain_inbox(Shard* s) {
   s->inbox.drain([s](RemoteBatch* b) {
-    drain_batch<FreedTo::kCacheOrSummary>(s, b);
+    drain_batch(s, b);
     recycle_batch(s, b);
   });
 }

@@ -229,10 +229,11 @@ ISO_ALWAYS_INLINE void zone_free_at(Zone& z, std::uint32_t idx) {
 
 // Frees a chunk of this zone (the caller's thread owns it). Aborts on a pointer that is not
 // the start of a chunk in use.
+template <FreedTo To = FreedTo::kCache>
 ISO_ALWAYS_INLINE void zone_free(Zone& z, void* p) {
   std::uint32_t idx;
   if (ISO_UNLIKELY(!zone_chunk_at(z, p, idx))) zone_bad_free(z, p, kChunkFresh);
-  zone_free_at(z, idx);
+  zone_free_at<To>(z, idx);
 }
 
 }  // namespace iso
