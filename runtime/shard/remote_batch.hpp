@@ -11,10 +11,13 @@
 namespace iso {
 
 // A batch is 64 words: three of header, then the chunks. Its fill word counts in words from
-// the batch's start, so the next chunk goes to word (fill & 0xff) with no offset to add, and
+// the batch's start, so the next chunk goes to word batch_words(fill) with no offset to add, and
 // a full batch has bit 6 set.
 inline constexpr unsigned kBatchHeaderWords = 3;
 inline constexpr unsigned kBatchFillBytesShift = 8;
+
+// Words of a batch in use (header and chunks), from its fill word.
+ISO_ALWAYS_INLINE constexpr std::size_t batch_words(std::uint64_t fill) { return fill & 0xff; }
 
 struct RemoteBatch {
   std::atomic<std::uint32_t> link;  // pool or inbox overflow list (never both at once)
@@ -29,7 +32,7 @@ struct RemoteBatch {
   std::uint64_t entries[kRemoteBatchChunks];
 
   std::uint32_t count() const {
-    return static_cast<std::uint32_t>(fill & 0xff) - kBatchHeaderWords;
+    return static_cast<std::uint32_t>(batch_words(fill) - kBatchHeaderWords);
   }
 };
 static_assert(sizeof(RemoteBatch) == 512, "batch ids map to addresses with a shift");

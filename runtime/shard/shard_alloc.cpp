@@ -145,8 +145,8 @@ ISO_ALWAYS_INLINE bool append_remote(ShardFront* from, const Zone* z, const void
   RemoteBatch* b = from->outbox[i];
   if (ISO_UNLIKELY(b->dest_tag != tag)) return false;
   std::uint64_t fill = b->fill;
-  // Word (fill & 0xff) of the batch: entries[] starts past the header words it counts.
-  b->entries[(fill & 0xff) - kBatchHeaderWords] = reinterpret_cast<std::uintptr_t>(p);
+  // Word batch_words(fill) of the batch: entries[] starts past the header words it counts.
+  b->entries[batch_words(fill) - kBatchHeaderWords] = reinterpret_cast<std::uintptr_t>(p);
   static_assert(batch_fill_step(48) == (std::uint64_t{48} << 8 | 1), "see Zone::fill_step");
   fill += z->fill_step;
   b->fill = fill;
