@@ -67,7 +67,7 @@ bool take_cached(std::size_t bytes, CachedBig& out) {
 }  // namespace
 
 void* root_big_alloc(std::size_t bytes, std::size_t align, bool zero) {
-  if (bytes > kReservedBytes / 4 || align > kReservedBytes / 4) return nullptr;
+  if (bytes > g_range_bytes / 4 || align > g_range_bytes / 4) return nullptr;
   std::size_t mapped = page_round(bytes);
   LockGuard guard(root_lock());
   CachedBig c;

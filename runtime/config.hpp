@@ -31,15 +31,21 @@ inline constexpr std::size_t kMinAlignBytes = 16;
 // (p - base) >> kZoneSlotShift, so free needs no hashing and no search.
 inline constexpr unsigned kZoneSlotShift = 22;
 inline constexpr std::size_t kZoneSlotBytes = std::size_t{1} << kZoneSlotShift;  // 4 MiB
+
+// The range holds up to kMaxSlotCount slots; the zone table, bitmap, batch and shard arenas
+// are reserved in proportion to the slots (see kReserveBytesPerSlot). The count is chosen
+// once at start (root_slot_count): as many as fit half the process's RLIMIT_AS, halved again
+// while a reservation fails (valgrind caps address space too). The other half of a capped
+// address space stays with the program: its stacks, libraries and own mappings count
+// against the same limit.
 #if defined(__SANITIZE_THREAD__)
 // ThreadSanitizer maps shadow memory for every mapping, reserved or not: with 1 TiB reserved,
 // root_init failed when two test processes ran at once. Reserve 64 times less under it.
-inline constexpr unsigned kReserveScaleShift = 6;
+inline constexpr std::size_t kMaxSlotCount = std::size_t{1} << 12;
 #else
-inline constexpr unsigned kReserveScaleShift = 0;
+inline constexpr std::size_t kMaxSlotCount = std::size_t{1} << 18;  // 1 TiB
 #endif
-inline constexpr std::size_t kReservedBytes = (std::size_t{1} << 40) >> kReserveScaleShift;  // 1 TiB
-inline constexpr std::size_t kSlotCount = kReservedBytes / kZoneSlotBytes;
+inline constexpr std::size_t kMinSlotCount = 16;  // 64 MiB
 
 // A zone slot: [guard page][user pages ...][guard page].
 inline constexpr std::size_t kZoneUserBytes = kZoneSlotBytes - 2 * kPageBytes;
@@ -102,9 +108,15 @@ inline constexpr unsigned kMaxCommonStripes = 64;
 inline constexpr std::size_t kBigCacheBytes = 64ull << 20;
 inline constexpr unsigned kBigCacheEntries = 8;
 
-// Metadata regions (reserved, committed as they grow).
-inline constexpr std::size_t kMaxShards = (1u << 20) >> kReserveScaleShift;
-inline constexpr std::size_t kBitmapArenaBytes = (std::size_t{64} << 30) >> kReserveScaleShift;
-inline constexpr std::size_t kBatchArenaBytes = (std::size_t{16} << 30) >> kReserveScaleShift;
+// Metadata reserved per slot of the range (committed as it is used). A slot's zone has one
+// bitmap of at most 64 KiB (16-byte chunks); batches and shards only scale with it.
+inline constexpr std::size_t kZoneEntryBytesBound = 2048;  // checked against sizeof(Zone)
+inline constexpr std::size_t kBitmapBytesPerSlot = 64 * 1024;
+inline constexpr std::size_t kBatchBytesPerSlot = 64 * 1024;
+inline constexpr std::size_t kShardsPerSlot = 4;
+inline constexpr std::size_t kShardBytesBound = 8 * 1024;  // checked against sizeof(Shard)
+inline constexpr std::size_t kReserveBytesPerSlot =
+    kZoneSlotBytes + kZoneEntryBytesBound + kBitmapBytesPerSlot + kBatchBytesPerSlot +
+    kShardsPerSlot * (kShardBytesBound + sizeof(void*));
 
 }  // namespace iso

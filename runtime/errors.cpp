@@ -41,4 +41,24 @@ void fatal(Fault fault, const void* ptr, long zone_id, unsigned chunk_bytes) {
   abort();
 }
 
+void report_no_address_space(std::size_t wanted_bytes, std::size_t limit_bytes) {
+  char line[200];
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  fmt::format_to_n_result<char*> r;
+  if (limit_bytes == SIZE_MAX) {
+    r = fmt::format_to_n(line, sizeof line - 1,
+                         FMT_COMPILE("isoshard: cannot reserve {} MiB of address space: "
+                                     "every allocation fails with ENOMEM\n"),
+                         wanted_bytes / kMiB);
+  } else {
+    r = fmt::format_to_n(line, sizeof line - 1,
+                         FMT_COMPILE("isoshard: cannot reserve {} MiB of address space "
+                                     "(RLIMIT_AS {} MiB): every allocation fails with ENOMEM\n"),
+                         wanted_bytes / kMiB, limit_bytes / kMiB);
+  }
+  std::size_t n = r.size < sizeof line - 1 ? r.size : sizeof line - 1;
+  line[sizeof line - 2] = '\n';
+  (void)!write(STDERR_FILENO, line, n);
+}
+
 }  // namespace iso

@@ -26,6 +26,21 @@ bool MetadataArena::init(std::size_t bytes) {
   return true;
 }
 
+bool MetadataArena::init_up_to(std::size_t bytes, std::size_t min_bytes) {
+  for (; bytes >= min_bytes; bytes /= 2)
+    if (init(bytes)) return true;
+  return false;
+}
+
+void MetadataArena::release() {
+  if (!base_) return;
+  munmap(base_ - kPageBytes, size_ + 2 * kPageBytes);
+  base_ = nullptr;
+  size_ = 0;
+  used_.store(0, std::memory_order_relaxed);
+  committed_.store(0, std::memory_order_relaxed);
+}
+
 bool MetadataArena::commit_prefix(std::size_t bytes) {
   if (bytes > size_) return false;
   std::size_t want = (bytes + kMetadataCommitStepBytes - 1) & ~(kMetadataCommitStepBytes - 1);

@@ -21,6 +21,10 @@ class MetadataArena {
  public:
   // Reserves `bytes` of read-only memory between two guard pages.
   bool init(std::size_t bytes);
+  // As init, halving `bytes` after each failure down to min_bytes (a capped address space).
+  bool init_up_to(std::size_t bytes, std::size_t min_bytes);
+  // Gives the range back; only before anything was allocated from it.
+  void release();
   // Thread-safe; the memory is writable. nullptr when the range is exhausted or cannot be
   // made writable.
   void* alloc(std::size_t bytes, std::size_t align = 64);
@@ -28,6 +32,7 @@ class MetadataArena {
   // Thread-safe.
   bool commit_prefix(std::size_t bytes);
   char* base() const { return base_; }
+  std::size_t size() const { return size_; }
   std::size_t used() const { return used_.load(std::memory_order_relaxed); }
 
  private:

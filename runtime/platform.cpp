@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <atomic>
@@ -40,6 +41,18 @@ void* reserve(std::size_t bytes) {
   ErrnoKeeper keep;
   void* p = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   return p == MAP_FAILED ? nullptr : p;
+}
+
+void unreserve(void* p, std::size_t bytes) {
+  ErrnoKeeper keep;
+  munmap(p, bytes);
+}
+
+std::size_t address_space_limit() {
+  ErrnoKeeper keep;
+  rlimit r{};
+  if (getrlimit(RLIMIT_AS, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return SIZE_MAX;
+  return static_cast<std::size_t>(r.rlim_cur);
 }
 
 void reserve_at(void* p, std::size_t bytes) {

@@ -8,6 +8,10 @@ namespace iso::os {
 
 // Reserves address space that holds no memory (PROT_NONE, MAP_NORESERVE).
 void* reserve(std::size_t bytes);
+// Gives a reservation back (munmap).
+void unreserve(void* p, std::size_t bytes);
+// The soft RLIMIT_AS in bytes; SIZE_MAX when unlimited.
+std::size_t address_space_limit();
 // Reserves [p, p+bytes) again in place (a fresh PROT_NONE mapping, with the user pages'
 // MADV_RANDOM), over whatever was there.
 void reserve_at(void* p, std::size_t bytes);

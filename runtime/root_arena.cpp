@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "runtime/big_alloc.hpp"
+#include "runtime/errors.hpp"
 #include "runtime/metadata_arena.hpp"
 #include "runtime/options.hpp"
 #include "runtime/platform.hpp"
@@ -12,6 +13,9 @@
 namespace iso {
 
 constinit std::uintptr_t g_base = kNoBase;
+// Next to g_base (both nonzero, so both in .data): free reads them together. Before init
+// no user pointer lies within 1 byte of kNoBase.
+constinit std::size_t g_range_bytes = 1;
 constinit Zone* g_zones = nullptr;
 
 namespace {
@@ -24,6 +28,8 @@ inline constexpr std::uint32_t kMaxFreeRuns = 1u << 16;
 
 constinit SpinLock g_lock;
 constinit std::atomic<bool> g_ready{false};
+constinit bool g_init_failed = false;  // reported once; later calls fail at once
+constinit std::uint32_t g_slot_count = 0;
 constinit std::uint32_t g_next_slot = 0;
 constinit std::uint32_t g_zone_count = 0;
 constinit std::uint32_t g_free_run_count = 0;
@@ -33,28 +39,61 @@ constinit MetadataArena g_tables;
 // g_zones: made writable as slots are taken (see MetadataArena); the rest reads as unused.
 constinit MetadataArena g_zone_table;
 
+// As many slots as fit half the address-space limit (see config.hpp).
+std::size_t slots_for_limit() {
+  std::size_t fit = os::address_space_limit() / 2 / kReserveBytesPerSlot;
+  return fit < kMaxSlotCount ? fit : kMaxSlotCount;
+}
+
+// The range of `slots` slots, the zone table covering them and the bitmap arena; all or
+// nothing. Returns the range.
+void* reserve_slots(std::size_t slots) {
+  std::size_t range_bytes = slots * kZoneSlotBytes;
+  void* range = os::reserve(range_bytes);
+  if (!range) return nullptr;
+  std::size_t zone_table = (slots * sizeof(Zone) + kPageBytes - 1) & ~(kPageBytes - 1);
+  if (g_zone_table.init(zone_table)) {
+    if (g_tables.init(kMaxFreeRuns * sizeof(SlotRun))) {
+      if (g_bitmaps.init(slots * kBitmapBytesPerSlot)) return range;
+      g_tables.release();
+    }
+    g_zone_table.release();
+  }
+  os::unreserve(range, range_bytes);
+  return nullptr;
+}
+
 }  // namespace
 
 SpinLock& root_lock() { return g_lock; }
 bool root_ready() { return g_ready.load(std::memory_order_acquire); }
+std::uint32_t root_slot_count() { return g_slot_count; }
+
+static_assert(sizeof(Zone) <= kZoneEntryBytesBound, "kReserveBytesPerSlot counts zones by it");
 
 bool root_init() {
   if (root_ready()) return true;
   LockGuard guard(g_lock);
   if (g_ready.load(std::memory_order_relaxed)) return true;
+  if (g_init_failed) return false;
   options_load();
-  void* range = os::reserve(kReservedBytes);
-  if (!range) return false;
-  std::size_t zone_table = kSlotCount * sizeof(Zone);
-  std::size_t runs_table = kMaxFreeRuns * sizeof(SlotRun);
-  zone_table = (zone_table + kPageBytes - 1) & ~(kPageBytes - 1);
-  if (!g_zone_table.init(zone_table) || !g_tables.init(runs_table) ||
-      !g_bitmaps.init(kBitmapArenaBytes))
+  // The fewest slots are tried even above half the limit: a tight limit then works if it can.
+  std::size_t slots = slots_for_limit() > kMinSlotCount ? slots_for_limit() : kMinSlotCount;
+  void* range = reserve_slots(slots);
+  while (!range && slots / 2 >= kMinSlotCount) range = reserve_slots(slots /= 2);
+  if (!range) {
+    g_init_failed = true;
+    report_no_address_space(kMinSlotCount * kReserveBytesPerSlot, os::address_space_limit());
     return false;
+  }
+  g_slot_count = static_cast<std::uint32_t>(slots);
+  // zone_of reads g_range_bytes and g_base unlocked: with g_base still kNoBase, every user
+  // pointer lies far outside any range.
+  g_range_bytes = slots * kZoneSlotBytes;
   // Once for every page to come: commits keep the advice (os::commit).
-  os::advise_user(range, kReservedBytes);
-  os::advise_bitmap(g_bitmaps.base(), kBitmapArenaBytes);
-  g_free_runs = static_cast<SlotRun*>(g_tables.alloc(runs_table, kPageBytes));
+  os::advise_user(range, g_range_bytes);
+  os::advise_bitmap(g_bitmaps.base(), g_bitmaps.size());
+  g_free_runs = static_cast<SlotRun*>(g_tables.alloc(kMaxFreeRuns * sizeof(SlotRun), kPageBytes));
   if (!g_free_runs) return false;
   g_zones = reinterpret_cast<Zone*>(g_zone_table.base());
   zone_set_secret(os::random_u64());
@@ -75,7 +114,7 @@ std::uint32_t root_take_slots(std::uint32_t count) {
     if (r.count == 0) r = g_free_runs[--g_free_run_count];
     return first;
   }
-  if (g_next_slot + count > kSlotCount) return kNoZone;
+  if (g_next_slot + count > g_slot_count) return kNoZone;
   if (!g_zone_table.commit_prefix(std::size_t{g_next_slot + count} * sizeof(Zone))) return kNoZone;
   std::uint32_t first = g_next_slot;
   g_next_slot += count;

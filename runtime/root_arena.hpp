@@ -14,12 +14,13 @@ namespace iso {
 // Before init the base lies above user space, so every pointer misses the range.
 inline constexpr std::uintptr_t kNoBase = 0xffff800000000000ull;
 extern std::uintptr_t g_base;
+extern std::size_t g_range_bytes;  // set once by root_init: the range may be scaled down
 extern Zone* g_zones;
 
 // The zone (or big-allocation) entry of the slot holding p; nullptr outside the range.
 ISO_ALWAYS_INLINE Zone* zone_of(const void* p) {
   std::uintptr_t d = reinterpret_cast<std::uintptr_t>(p) - g_base;
-  if (ISO_UNLIKELY(d >= kReservedBytes)) return nullptr;
+  if (ISO_UNLIKELY(d >= g_range_bytes)) return nullptr;
   // root_init sets g_zones before g_base: in range, the table exists (and callers need not
   // test the result for null again).
   Zone* zones = g_zones;
@@ -32,8 +33,12 @@ ISO_ALWAYS_INLINE std::uintptr_t slot_base(std::uint32_t slot) {
 }
 
 // Idempotent and thread-safe. Returns false if the address space could not be reserved.
+// Reports once on stderr when even the smallest reservations fail.
 bool root_init();
 bool root_ready();
+// Set by root_init: the slots the range holds (see kMaxSlotCount); the shard and batch arenas
+// are reserved in proportion.
+std::uint32_t root_slot_count();
 // A new zone of class cls owned by `owner` (a shard); nullptr when out of address space.
 Zone* root_new_zone(unsigned cls, const void* owner);
 

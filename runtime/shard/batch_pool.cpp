@@ -1,4 +1,5 @@
 #include "runtime/metadata_arena.hpp"
+#include "runtime/root_arena.hpp"
 #include "runtime/shard/id_stack.hpp"
 #include "runtime/shard/remote_batch.hpp"
 #include "runtime/shard/shard.hpp"
@@ -23,7 +24,10 @@ constinit RemoteBatch g_no_batch = {{}, 0, kNoDestTag, 0, {}};
 // spinning forever on its first cross-thread free (ForkUnderThreads, once in a few hundred).
 bool batch_pool_init() {
   if (g_ready.load(std::memory_order_relaxed)) return true;
-  if (!g_batches.init(kBatchArenaBytes)) return false;
+  // In proportion to the root's range; halves while the reservation fails.
+  if (!g_batches.init_up_to(root_slot_count() * kBatchBytesPerSlot,
+                            kMinSlotCount * kBatchBytesPerSlot))
+    return false;
   g_ready.store(true, std::memory_order_release);
   return true;
 }

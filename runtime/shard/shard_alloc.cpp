@@ -257,10 +257,8 @@ void* shard_alloc_slow(unsigned cls, bool zero) {
     // A thread binds a shard only once it allocates more than lightly.
     if (shard_thread_exited() || shard_take_light(cls)) return shard_alloc_common(cls, zero);
     f = shard_bind();
-    if (!f) {
-      errno = ENOMEM;
-      return nullptr;
-    }
+    // No shard left to bind (a scaled-down shard arena is full): the common shards serve it.
+    if (!f) return shard_alloc_common(cls, zero);
   }
   Shard* s = static_cast<Shard*>(f);
   // Slow paths are where pending work goes out and comes in: a thread that both frees
@@ -324,7 +322,7 @@ void shard_free_slow(Zone* z, void* p) {
   if (ISO_UNLIKELY(is_sentinel(f))) {
     if (shard_thread_exited()) return post_remote_direct(z, p);
     Shard* s = shard_bind();
-    if (!s) fatal(Fault::kOutOfMetadata, p, z->id);
+    if (!s) return post_remote_direct(z, p);  // as after exit: no shard to batch in
     if (z->owner == s) {  // the shard just bound (from the pool) owns it
       zone_free_at(*z, idx);
       return shard_note_free(s, z);

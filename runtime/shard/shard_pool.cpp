@@ -60,11 +60,21 @@ bool shard_init() {
   if (!root_init()) return false;
   LockGuard guard(g_init_lock);
   if (g_ready.load(std::memory_order_relaxed)) return true;
-  std::size_t table_bytes = kMaxShards * sizeof(Shard*);
-  std::size_t arena_bytes = kMaxShards * ((sizeof(Shard) + 63) & ~std::size_t{63});
+  static_assert(sizeof(Shard) <= kShardBytesBound, "kReserveBytesPerSlot counts shards by it");
+  // In proportion to the root's range; each halves while its reservation fails. A full
+  // table or arena sends threads to the common shards.
+  std::size_t max_shards = root_slot_count() * kShardsPerSlot;
+  std::size_t min_shards = kMinSlotCount * kShardsPerSlot;
+  constexpr std::size_t kShardStride = (sizeof(Shard) + 63) & ~std::size_t{63};
+  constexpr std::size_t kPoolBytes = sizeof(ShardStack) + kPageBytes;
   if (!batch_pool_init()) return false;
-  if (!g_shard_table_arena.init(table_bytes)) return false;
-  if (!g_shard_arena.init(arena_bytes + sizeof(ShardStack) + kPageBytes)) return false;
+  if (!g_shard_table_arena.init_up_to(max_shards * sizeof(Shard*), min_shards * sizeof(Shard*)))
+    return false;
+  // The pool stack comes first; the halving takes shards only.
+  bool arena = false;
+  for (std::size_t n = max_shards; !arena && n >= min_shards; n /= 2)
+    arena = g_shard_arena.init(kPoolBytes + n * kShardStride);
+  if (!arena) return false;
   g_shard_table = reinterpret_cast<Shard**>(g_shard_table_arena.base());
   // Boost.Lockfree's constructors are not constexpr: build it here, in our own memory.
   void* pool = g_shard_arena.alloc(sizeof(ShardStack), 64);

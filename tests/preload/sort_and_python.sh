@@ -3,7 +3,9 @@
 # gzip|gunzip each run once plainly and once preloaded; outputs must match byte for byte and
 # every preloaded run must exit 0. Also proves the preload took effect (the library is mapped,
 # iso_get_stats is resolvable and reports a shard, and python's malloc hands out isoshard
-# chunks). Usage: bash sort_and_python.sh /abs/path/libisoshard.so
+# chunks). Then the python workload and a parallel sort again under a capped address space
+# (ulimit -v), where isoshard must scale its reservations down, and a cap too small for
+# them, where it must say so in one line. Usage: bash sort_and_python.sh /abs/path/libisoshard.so
 set -euo pipefail
 
 fail() {
@@ -176,5 +178,25 @@ for t in producers + consumers:
 print(sum(results))
 EOF
 run_both python_workload python3 "$work/workload.py"
+
+# --- a capped address space ------------------------------------------------------------------
+# Full-scale reservations are 1.1 TiB: under RLIMIT_AS they must shrink to fit, not fail every
+# malloc. 3 GiB: each zone takes a 4 MiB slot, and the reservations get half the limit.
+capped() { (ulimit -v $((3 << 20)) && exec "$@"); }
+run_both python_workload_capped_3GiB capped python3 "$work/workload.py"
+run_both sort_parallel_capped_3GiB capped sort --parallel=4 -S 512K -T "$work/tmp" -k2 "$work/lines.txt"
+capped_probe=$(LD_PRELOAD="$lib" capped python3 "$work/probe.py") || fail "probe failed under the cap"
+[[ "$capped_probe" =~ ^shards=[1-9] ]] || fail "isoshard not in use under the cap: $capped_probe"
+echo "ok: isoshard serves a process capped at 3 GiB ($capped_probe)"
+
+# 40 MiB: less than even the smallest reservations (64 MiB of range). Every allocation fails,
+# and isoshard says why once.
+rc=0
+printf 'b\na\n' | (ulimit -v $((40 << 10)) && LD_PRELOAD="$lib" exec sort) \
+  > "$work/tiny.out" 2> "$work/tiny.err" || rc=$?
+(( rc != 0 )) || fail "sort under a 40 MiB cap succeeded: was isoshard loaded?"
+lines=$(grep -c '^isoshard: cannot reserve [0-9]* MiB of address space (RLIMIT_AS 40 MiB): every allocation fails with ENOMEM$' "$work/tiny.err" || true)
+[[ $lines == 1 ]] || { cat "$work/tiny.err" >&2; fail "want one 'cannot reserve' line, got $lines"; }
+echo "ok: a 40 MiB cap fails with one line: $(head -c 120 "$work/tiny.err")"
 
 echo "PASS: all preloaded runs matched the plain runs"

@@ -3,10 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "api/isoshard.h"
+#include "runtime/metadata_arena.hpp"
 #include "runtime/shard/remote_batch.hpp"
 #include "runtime/shard/shard.hpp"
 
@@ -140,10 +144,33 @@ TEST(Root, MetadataIsWritableOnlyAsFarAsItIsUsed) {
   for (void* c : chunks) iso_free(c);
 }
 
+// The fallback a capped address space (RLIMIT_AS, valgrind) needs: the arena halves until its
+// reservation fits. In a child, which may lower its own limit.
+TEST(RootDeath, AMetadataArenaHalvesUntilItFitsTheAddressSpaceLimit) {
+  auto child = [] {
+    long pages = 0;
+    FILE* f = std::fopen("/proc/self/statm", "r");
+    if (!f || std::fscanf(f, "%ld", &pages) != 1) std::_Exit(2);
+    std::fclose(f);
+    constexpr std::size_t kRoomBytes = std::size_t{256} << 20;
+    rlimit cap{};
+    cap.rlim_cur = cap.rlim_max = static_cast<rlim_t>(pages) * kPageBytes + kRoomBytes;
+    if (setrlimit(RLIMIT_AS, &cap) != 0) std::_Exit(3);
+    MetadataArena arena;
+    if (!arena.init_up_to(std::size_t{64} << 30, std::size_t{1} << 20)) std::_Exit(4);
+    if (arena.size() > kRoomBytes || arena.size() < kRoomBytes / 8) std::_Exit(5);
+    auto* p = static_cast<char*>(arena.alloc(kPageBytes));
+    if (!p) std::_Exit(6);
+    p[kPageBytes - 1] = 1;
+    std::_Exit(0);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+}
+
 TEST(RootDeath, AStrayPointerIntoAnUntakenSlotIsAnInvalidFree) {
   // The zone table past the slots taken is read-only and reads as zeros: an unused slot.
   ASSERT_TRUE(root_init());
-  void* stray = reinterpret_cast<void*>(slot_base(kSlotCount - 1) + kPageBytes);
+  void* stray = reinterpret_cast<void*>(slot_base(root_slot_count() - 1) + kPageBytes);
   EXPECT_DEATH(iso_free(stray), "isoshard: invalid free");
 }
 
