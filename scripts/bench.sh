@@ -7,7 +7,8 @@
 #   scripts/bench.sh
 # Environment:
 #   BUILD_DIR=build        build tree; raw results go to $BUILD_DIR/bench
-#   BENCH_RUNS=5           runs per measurement (hyperfine, peak RSS, perf)
+#   BENCH_RUNS=5           runs per measurement (hyperfine, peak RSS, perf); the
+#                          producer/consumer rows run 3 times as many (see below)
 #   BENCH_QUICK=1          only the malloc_cmp comparison
 #   BENCH_TIMEOUT=120      seconds one benchmark run may take before it is killed
 #   BENCH_SKIP_INSTALL=1   do not check/install Debian packages
@@ -43,19 +44,23 @@ PERF_TARGETS=(malloc_cmp producer_consumer larson thread_churn)
 ALLOCATORS=(glibc tcmalloc jemalloc mimalloc isoshard)
 declare -A PRELOAD=()   # allocator -> library to LD_PRELOAD ("" for glibc)
 
-# Workloads: name|binary|arguments. Defaults keep each run around a second
-# on 2 cores so the whole script stays well under 10 minutes.
+# Workloads: name|binary|arguments[|rounds as a multiple of BENCH_RUNS]. Defaults keep each
+# run around a second on 2 cores so the whole script stays well under 10 minutes.
 MAIN_WORKLOAD="malloc_cmp|malloc_cmp|"
 # producer_consumer runs as the scheduler places it, and then pinned in each placement
 # (see perf/producer_consumer.cpp). With 4 threads on 2 CPUs the scheduler's runs fall into
 # two modes about 2x apart, set by where the threads start: replaying one run's chunk
 # addresses with no allocator at all took 0.029-0.038 s or 0.058-0.076 s (15 runs). A median
 # of 5 such runs says which mode came up more often; the pinned rows compare the allocators.
+# The host itself also switches, within seconds, between two states in which the same
+# pinned run differs by up to 2x (docs/DESIGN.md, known limits). A run takes 0.07-1.1 s, so
+# these rows run 3 times as many rounds: a median of 15 moves less when a state comes up
+# in a few rounds more than in the others.
 THREADED_WORKLOADS=(
-  "producer_consumer|producer_consumer|2 2 4000000"
-  "producer_consumer_paired|producer_consumer|2 2 4000000 paired"
-  "producer_consumer_crossed|producer_consumer|2 2 4000000 crossed"
-  "producer_consumer_split|producer_consumer|2 2 4000000 split"
+  "producer_consumer|producer_consumer|2 2 4000000|3"
+  "producer_consumer_paired|producer_consumer|2 2 4000000 paired|3"
+  "producer_consumer_crossed|producer_consumer|2 2 4000000 crossed|3"
+  "producer_consumer_split|producer_consumer|2 2 4000000 split|3"
   "larson|larson|2 5000000"
   "thread_churn_1000|thread_churn|1000 8"
   "thread_churn_4000|thread_churn|4000 8"
@@ -192,16 +197,16 @@ measure_round() { # dir round cmd...
 
 # Prints "wall_s metric rss_mib task_clock_ms page_faults", each the median over the
 # rounds (n/a where no round has it).
-summarize_rounds() { # dir binary
-  local dir=$1 binary=$2 r wall metric rss task faults
-  wall=$(for ((r = 1; r <= BENCH_RUNS; r++)); do
+summarize_rounds() { # dir binary rounds
+  local dir=$1 binary=$2 rounds=$3 r wall metric rss task faults
+  wall=$(for ((r = 1; r <= rounds; r++)); do
     sed -nE 's/.*"median": *([0-9.eE+-]+).*/\1/p' "$dir/hyperfine.$r.json" | head -n1; done | median)
-  metric=$(for ((r = 1; r <= BENCH_RUNS; r++)); do reported_metric "$binary" "$dir/run.$r.out"; done | median)
-  rss=$(for ((r = 1; r <= BENCH_RUNS; r++)); do tail -n1 "$dir/rss.$r"; done | median)
-  task=$(for ((r = 1; r <= BENCH_RUNS; r++)); do
+  metric=$(for ((r = 1; r <= rounds; r++)); do reported_metric "$binary" "$dir/run.$r.out"; done | median)
+  rss=$(for ((r = 1; r <= rounds; r++)); do tail -n1 "$dir/rss.$r"; done | median)
+  task=$(for ((r = 1; r <= rounds; r++)); do
     [[ -f $dir/perf.$r.csv ]] && awk -F, '$3 ~ /^task-clock/ && $1 ~ /^[0-9.]+$/ { print $1 }' "$dir/perf.$r.csv"
   done | median)
-  faults=$(for ((r = 1; r <= BENCH_RUNS; r++)); do
+  faults=$(for ((r = 1; r <= rounds; r++)); do
     [[ -f $dir/perf.$r.csv ]] && awk -F, '$3 ~ /^page-faults/ && $1 ~ /^[0-9]+$/ { print $1 }' "$dir/perf.$r.csv"
   done | median)
   [[ $task != n/a ]] && task=$(awk -v t="$task" 'BEGIN { printf "%.1f", t }')
@@ -217,12 +222,12 @@ record_failure() { # results allocator reason
 
 # --- reporting -------------------------------------------------------------------
 
-print_table() { # workload binary args
-  local workload=$1 binary=$2 args=$3 results=$RAW_DIR/$1/results.tsv
+print_table() { # workload binary args rounds
+  local workload=$1 binary=$2 args=$3 rounds=$4 results=$RAW_DIR/$1/results.tsv
   local iso_wall
   iso_wall=$(awk -F'\t' '$1 == "isoshard" && $2 == "ok" { print $3 }' "$results")
   echo
-  echo "## $workload ($binary ${args:-<no args>}), $BENCH_RUNS runs each"
+  echo "## $workload ($binary ${args:-<no args>}), $rounds runs each"
   awk -F'\t' -v iso="$iso_wall" -v mlabel="$(metric_label "$binary")" '
     BEGIN {
       fmt = "%-10s | %13s | %10s | %13s | %11s | %12s | %15s\n"
@@ -275,9 +280,10 @@ print_churn_growth() {
 
 # --- main ------------------------------------------------------------------------
 
-run_workload() { # "name|binary|args"
-  local workload binary args alloc dir r k
-  IFS='|' read -r workload binary args <<<"$1"
+run_workload() { # "name|binary|args[|factor]"
+  local workload binary args factor alloc dir r k rounds
+  IFS='|' read -r workload binary args factor <<<"$1"
+  rounds=$((BENCH_RUNS * ${factor:-1}))
   [[ -x $PERF_DIR/$binary ]] || die "$PERF_DIR/$binary missing; did the build succeed?"
   rm -rf "${RAW_DIR:?}/$workload"
   mkdir -p "$RAW_DIR/$workload"
@@ -293,8 +299,8 @@ run_workload() { # "name|binary|args"
     allocator_cmd cmd "$alloc" "$binary" "$args"
     smoke_run "$dir" "$alloc" "${cmd[@]}" && usable+=("$alloc")
   done
-  for ((r = 1; r <= BENCH_RUNS; r++)); do
-    printf '    round %d/%d\n' "$r" "$BENCH_RUNS"
+  for ((r = 1; r <= rounds; r++)); do
+    printf '    round %d/%d\n' "$r" "$rounds"
     for ((k = 0; k < ${#usable[@]}; k++)); do
       alloc=${usable[(k + r - 1) % ${#usable[@]}]}
       dir=$RAW_DIR/$workload/$alloc
@@ -309,14 +315,14 @@ run_workload() { # "name|binary|args"
     dir=$RAW_DIR/$workload/$alloc
     printf '    %-9s ' "$alloc"
     if [[ -f $dir/failure ]]; then record_failure "$results" "$alloc" "$(cat "$dir/failure")"; continue; fi
-    read -r wall metric rss task faults <<<"$(summarize_rounds "$dir" "$binary")"
+    read -r wall metric rss task faults <<<"$(summarize_rounds "$dir" "$binary" "$rounds")"
     printf 'ok (median wall %.3f s)\n' "$wall"
     printf '%s\tok\t%s\t%s\t%s\t%s\t%s\t\n' "$alloc" "$wall" "$metric" "$rss" "$task" "$faults" >>"$results"
   done
 }
 
 main() {
-  local started=$SECONDS spec workload binary args
+  local started=$SECONDS spec workload binary args factor
   install_missing_packages
   require_tools
   build_project
@@ -332,16 +338,17 @@ main() {
   {
     echo
     echo "# isoshard benchmark summary ($(date -u +%FT%TZ), $(nproc) cores, BENCH_RUNS=$BENCH_RUNS)"
-    echo "# every column is a median over BENCH_RUNS rounds; a round runs each allocator once, in turn"
+    echo "# every column is a median over the rounds (BENCH_RUNS, or a multiple where a table says so);"
+    echo "# a round runs each allocator once, in turn"
     echo "# (wall: hyperfine; task-clock, page faults: perf stat; peak RSS: /usr/bin/time %M)"
     echo "# wall / isoshard > 1: slower than isoshard"
-    print_table malloc_cmp malloc_cmp ""
+    print_table malloc_cmp malloc_cmp "" "$BENCH_RUNS"
     print_phase_lines
     run_static_iso_build
     if [[ $BENCH_QUICK != 1 ]]; then
       for spec in "${THREADED_WORKLOADS[@]}"; do
-        IFS='|' read -r workload binary args <<<"$spec"
-        print_table "$workload" "$binary" "$args"
+        IFS='|' read -r workload binary args factor <<<"$spec"
+        print_table "$workload" "$binary" "$args" $((BENCH_RUNS * ${factor:-1}))
       done
       print_churn_growth
     fi
