@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Producer/consumer by host state: perf/producer_consumer in each placement under glibc,
+tcmalloc, jemalloc, mimalloc and isoshard (each through LD_PRELOAD), every run sorted by
+how far apart the host had put the two CPUs while it ran.
+
+Why: on the 2-CPU KVM guest this project is measured on, the host switches within seconds
+between two states. A cross-core round trip (perf/cpu_pingpong) then takes about 55 ns
+("near") or about 330 ns ("far"), and the same pinned producer/consumer run differs by up
+to 4x. bench.sh's medians then say which state came up more often while an allocator ran.
+Here a probe runs before every run and after the last: a run counts for a state when the
+probes on both sides of it agree, and each cell is the median over the runs of one state.
+
+usage: scripts/pc_states.py [--bin-dir build/perf] [--isoshard build/libisoshard.so]
+                            [--peer-dir /usr/lib/x86_64-linux-gnu] [--seconds 300]
+                            [--placements any,paired,crossed,split] [--items 4000000]
+                            [--allocators glibc,tcmalloc,jemalloc,mimalloc,isoshard]
+                            [--near-ns 100] [--far-ns 200] [--variant NAME=LIB ...]
+A probe under --near-ns is near, over --far-ns far, between them neither (its runs are left
+out). Rounds go on until --seconds have passed; each runs every (placement, allocator) pair
+once, starting one allocator later each round. Needs python3 and the built binaries only.
+"""
+import argparse
+import os
+import re
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scaling import ALLOCATORS, PEERS, measure  # noqa: E402  (same folder)
+
+ELAPSED_RE = re.compile(r" in ([0-9.]+) s")
+PROBE_RE = re.compile(r", ([0-9.]+) ns each")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin-dir", default="build/perf")
+    ap.add_argument("--isoshard", default="build/libisoshard.so")
+    ap.add_argument("--peer-dir", default="/usr/lib/x86_64-linux-gnu")
+    ap.add_argument("--seconds", type=float, default=300)
+    ap.add_argument("--placements", default="any,paired,crossed,split")
+    ap.add_argument("--items", default="4000000")
+    ap.add_argument("--allocators", default=",".join(ALLOCATORS))
+    ap.add_argument("--near-ns", type=float, default=100)
+    ap.add_argument("--far-ns", type=float, default=200)
+    ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=LIB",
+                    help="one more library to preload, as its own row")
+    args = ap.parse_args()
+
+    preload = {"glibc": ""}
+    for name, lib in PEERS.items():
+        preload[name] = os.path.abspath(os.path.join(args.peer_dir, lib))
+    preload["isoshard"] = os.path.abspath(args.isoshard)
+    allocators = [a for a in args.allocators.split(",") if a]
+    for a in allocators:
+        if a not in preload:
+            ap.error(f"unknown allocator {a}")
+    for v in args.variant:
+        name, _, lib = v.partition("=")
+        if not name or not lib or name in preload:
+            ap.error(f"--variant {v}: want a new NAME=LIB")
+        preload[name] = os.path.abspath(lib)
+        allocators.append(name)
+    usable = [a for a in allocators if not preload[a] or os.path.exists(preload[a])]
+    for a in allocators:
+        if a not in usable:
+            print(f"{a}: {preload[a]} not found, left out", file=sys.stderr)
+    placements = args.placements.split(",")
+    probe_argv = [os.path.join(args.bin_dir, "cpu_pingpong"), "100000"]
+    pc = os.path.join(args.bin_dir, "producer_consumer")
+
+    def probe():
+        m = PROBE_RE.search(measure(probe_argv, "", args.timeout))
+        if not m:
+            raise RuntimeError("cpu_pingpong printed no round trip")
+        ns = float(m.group(1))
+        return "near" if ns < args.near_ns else "far" if ns > args.far_ns else None
+
+    runs = {}  # (placement, allocator, state) -> elapsed seconds
+    failures = {}
+    counted = dropped = rounds = 0
+    end = time.monotonic() + args.seconds
+    before = probe()
+    while time.monotonic() < end:
+        order = usable[rounds % len(usable):] + usable[:rounds % len(usable)]
+        for placement in placements:
+            for a in order:
+                if (placement, a) in failures:
+                    continue
+                try:
+                    text = measure([pc, "2", "2", args.items, placement], preload[a], args.timeout)
+                    m = ELAPSED_RE.search(text)
+                    if not m:
+                        raise RuntimeError("no elapsed time in its output")
+                except RuntimeError as e:
+                    failures[(placement, a)] = str(e)
+                    print(f"FAILED {placement} under {a}: {e}", file=sys.stderr)
+                    continue
+                after = probe()
+                if before is not None and before == after:
+                    runs.setdefault((placement, a, before), []).append(float(m.group(1)))
+                    counted += 1
+                else:
+                    dropped += 1
+                before = after
+        rounds += 1
+        print(f"round {rounds} done, {counted} runs sorted, {dropped} left out", file=sys.stderr)
+
+    print(f"# producer_consumer 2 2 {args.items}: median seconds by host state, {rounds} rounds,")
+    print(f"# {counted} runs sorted, {dropped} left out (the state changed around them, or the")
+    print(f"# probe read between {args.near_ns:g} and {args.far_ns:g} ns); (n) = runs in the cell")
+    for placement in placements:
+        print(f"\n## {placement}\n")
+        print("| allocator | near s (n) | far s (n) | near / isoshard | far / isoshard |")
+        print("|---|---|---|---|---|")
+        iso = {s: runs.get((placement, "isoshard", s)) for s in ("near", "far")}
+        for a in usable:
+            if (placement, a) in failures:
+                print(f"| {a} | FAILED: {failures[(placement, a)]} | | | |")
+                continue
+            cells, ratios = [], []
+            for s in ("near", "far"):
+                v = runs.get((placement, a, s))
+                cells.append(f"{statistics.median(v):.4f} ({len(v)})" if v else "-")
+                ratios.append(f"{statistics.median(v) / statistics.median(iso[s]):.2f}"
+                              if v and iso[s] else "-")
+            print(f"| {a} | " + " | ".join(cells + ratios) + " |")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
