@@ -202,12 +202,13 @@ ISO_ALWAYS_INLINE void zone_free_at(Zone& z, std::uint32_t idx) {
   --z.used;
 #if ISOSHARD_CANARIES
   // An overflow out of this chunk (or into it) shows in a canary neighbour.
-  // Bit 2k of canaries: chunk k of the word is a canary. Rotated so this chunk's pair sits at
-  // bits 2-3, its neighbours' are at bits 0 and 4: one test for both (one free in about 32
-  // has a canary next to it). A chunk first or last in its word wraps around to the other
-  // end of the word, whose chunk is never a canary (see zone.cpp's canary_index).
-  std::uint64_t canaries = w & (w >> 1) & kLowBits;
-  std::uint64_t around = std::rotr(canaries, static_cast<int>(sh) - 2);
+  // Bit 2k + 2 of canaries: chunk k of the word is a canary (odd bits mix two chunks' states
+  // and are never tested). Shifted down by this chunk's shift, its neighbours' pairs sit at
+  // bits 0 and 4: one test for both (one free in about 32 has a canary next to it). The
+  // first and last chunks of a word are never canaries (see zone.cpp's canary_index), so
+  // what the shifts drop or bring in at either end is never needed.
+  std::uint64_t canaries = (w & (w >> 1)) << 2;
+  std::uint64_t around = canaries >> sh;
   if (ISO_UNLIKELY((around & 0x11) != 0)) {
     if ((around & 0x10) != 0) zone_check_canary_word(z, idx + 1, true);
     if ((around & 0x01) != 0) zone_check_canary_word(z, idx - 1, false);

@@ -317,5 +317,52 @@ TEST(ZoneDeath, OverflowIntoACanaryIsCaughtWhenTheNeighbourIsFreed) {
       "isoshard: canary overwritten");
 }
 
+// Free checks its two neighbours' canaries from the bitmap word it already holds: each
+// neighbour, at the edges of a word too, must check the canary next to it and nothing further.
+TEST(ZoneDeath, FreeingEitherNeighbourOfACanaryChecksItAndNoOtherChunkDoes) {
+  Zone* z = make_zone(size_class_of(64));
+  while (take(*z) != nullptr) {
+  }
+  ASSERT_EQ(z->committed_chunks, z->chunk_count());
+  auto canary_at = [z](std::uint32_t pos) {  // the first canary at this position in its word
+    for (std::uint32_t i = kChunksPerWord; i + 2 < z->chunk_count(); ++i)
+      if (i % kChunksPerWord == pos && chunk_state(z->bitmap, i) == kChunkCanary) return i;
+    return std::uint32_t{0};
+  };
+  auto head = [z](std::uint32_t i) { return reinterpret_cast<char*>(zone_chunk_addr(*z, i)); };
+  for (std::uint32_t pos : {1u, 15u, kChunksPerWord - 2}) {
+    std::uint32_t c = canary_at(pos);
+    ASSERT_NE(c, 0u) << "no canary at position " << pos;
+    char* below = head(c - 1);
+    char* above = head(c + 1);
+    // An overflow out of the chunk below hits the canary's head; an underflow out of the chunk
+    // above hits its tail.
+    EXPECT_DEATH(
+        {
+          head(c)[0] ^= 1;
+          zone_free(*z, below);
+        },
+        "isoshard: canary overwritten")
+        << "canary " << c << ", its neighbour below freed";
+    EXPECT_DEATH(
+        {
+          head(c + 1)[-1] ^= 1;
+          zone_free(*z, above);
+        },
+        "isoshard: canary overwritten")
+        << "canary " << c << ", its neighbour above freed";
+    EXPECT_EXIT(
+        {
+          head(c)[0] ^= 1;
+          head(c + 1)[-1] ^= 1;
+          zone_free(*z, head(c - 2));
+          zone_free(*z, head(c + 2));
+          std::_Exit(0);
+        },
+        ::testing::ExitedWithCode(0), "")
+        << "canary " << c << ": a chunk two away checked it";
+  }
+}
+
 }  // namespace
 }  // namespace iso
