@@ -1,6 +1,9 @@
-// Small helpers shared by the C++ benchmarks: a cheap PRNG, a wall clock, and
-// "tagged" chunks whose integrity the freeing thread can check.
+// Small helpers shared by the C++ benchmarks: a cheap PRNG, a wall clock, pinning a thread
+// to a CPU, and "tagged" chunks whose integrity the freeing thread can check.
 #pragma once
+
+#include <pthread.h>
+#include <sched.h>
 
 #include <chrono>
 #include <cstdint>
@@ -8,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 namespace bench {
 
@@ -43,6 +47,19 @@ inline long arg_or(int argc, char** argv, int index, long fallback) {
     std::exit(2);
   }
   return v;
+}
+
+// Pins thread t to the k-th CPU this process may run on (k modulo their count).
+inline void pin_to_cpu(pthread_t t, long k) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpus[static_cast<size_t>(k) % cpus.size()], &one);
+  pthread_setaffinity_np(t, sizeof one, &one);
 }
 
 // A tagged chunk records its size in the first two bytes and a marker in the

@@ -6,32 +6,17 @@
 //
 // usage: cpu_pingpong [round_trips=100000]
 #include <pthread.h>
-#include <sched.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <thread>
-#include <vector>
 
 #include "bench_util.hpp"
 
 namespace {
 
 alignas(64) std::atomic<long> g_turn{0};
-
-// Pins the calling thread to the k-th CPU this process may run on (k modulo their count).
-void pin_self(long k) {
-  cpu_set_t allowed;
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE; c++)
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpus[static_cast<size_t>(k) % cpus.size()], &one);
-  pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-}
 
 // Waits for its turn (first, first + 2, ...) and passes the line on, `trips` times.
 void bounce(long first, long trips) {
@@ -47,10 +32,10 @@ void bounce(long first, long trips) {
 int main(int argc, char** argv) {
   const long trips = bench::arg_or(argc, argv, 1, 100000);
   std::thread other([trips] {
-    pin_self(1);
+    bench::pin_to_cpu(pthread_self(), 1);
     bounce(1, trips);
   });
-  pin_self(0);
+  bench::pin_to_cpu(pthread_self(), 0);
   // The clock starts once the other thread has answered: its start-up is not a trip.
   bounce(0, 1);
   while (g_turn.load(std::memory_order_acquire) != 2) {

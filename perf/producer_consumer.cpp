@@ -21,9 +21,6 @@
 // briefly, then yields (never sleeps a fixed time: with more threads than cores, fixed sleeps
 // made the wall time follow the sleep granularity, and runs of one allocator swung by 3x
 // with the cores mostly idle).
-#include <pthread.h>
-#include <sched.h>
-
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -121,19 +118,6 @@ Placement placement_arg(int argc, char** argv) {
   std::exit(2);
 }
 
-// Pins a thread to the k-th CPU this process may run on (k modulo their count).
-void pin(std::thread& t, long k) {
-  cpu_set_t allowed;
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE; c++)
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpus[static_cast<size_t>(k) % cpus.size()], &one);
-  pthread_setaffinity_np(t.native_handle(), sizeof one, &one);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,17 +136,17 @@ int main(int argc, char** argv) {
   std::vector<std::thread> consumer_threads, producer_threads;
   for (long c = 0; c < consumers; c++) {
     consumer_threads.emplace_back(consume, served[c]);
-    if (placement == Placement::kSplit) pin(consumer_threads.back(), 1);
-    else if (placement != Placement::kAny) pin(consumer_threads.back(), c);
+    if (placement == Placement::kSplit) bench::pin_to_cpu(consumer_threads.back().native_handle(), 1);
+    else if (placement != Placement::kAny) bench::pin_to_cpu(consumer_threads.back().native_handle(), c);
   }
   for (long p = 0; p < producers; p++) {
     // Spread the remainder so exactly `items` chunks are produced.
     long share = items / producers + (p < items % producers ? 1 : 0);
     producer_threads.emplace_back(produce, rings[p].get(), share, static_cast<uint64_t>(p + 1));
     // Pinned after it starts: its first allocations may run on any CPU (a few of millions).
-    if (placement == Placement::kSplit) pin(producer_threads.back(), 0);
-    else if (placement == Placement::kPaired) pin(producer_threads.back(), p % consumers);
-    else if (placement == Placement::kCrossed) pin(producer_threads.back(), p % consumers + 1);
+    if (placement == Placement::kSplit) bench::pin_to_cpu(producer_threads.back().native_handle(), 0);
+    else if (placement == Placement::kPaired) bench::pin_to_cpu(producer_threads.back().native_handle(), p % consumers);
+    else if (placement == Placement::kCrossed) bench::pin_to_cpu(producer_threads.back().native_handle(), p % consumers + 1);
   }
   for (auto& t : producer_threads) t.join();
   for (auto& t : consumer_threads) t.join();

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scaling import ALLOCATORS, PEERS, measure  # noqa: E402  (same folder)
+from scaling import ALLOCATORS, measure, resolve_allocators  # noqa: E402  (same folder)
 
 ELAPSED_RE = re.compile(r" in ([0-9.]+) s")
 PROBE_RE = re.compile(r", ([0-9.]+) ns each")
@@ -49,24 +49,7 @@ def main():
                     help="one more library to preload, as its own row")
     args = ap.parse_args()
 
-    preload = {"glibc": ""}
-    for name, lib in PEERS.items():
-        preload[name] = os.path.abspath(os.path.join(args.peer_dir, lib))
-    preload["isoshard"] = os.path.abspath(args.isoshard)
-    allocators = [a for a in args.allocators.split(",") if a]
-    for a in allocators:
-        if a not in preload:
-            ap.error(f"unknown allocator {a}")
-    for v in args.variant:
-        name, _, lib = v.partition("=")
-        if not name or not lib or name in preload:
-            ap.error(f"--variant {v}: want a new NAME=LIB")
-        preload[name] = os.path.abspath(lib)
-        allocators.append(name)
-    usable = [a for a in allocators if not preload[a] or os.path.exists(preload[a])]
-    for a in allocators:
-        if a not in usable:
-            print(f"{a}: {preload[a]} not found, left out", file=sys.stderr)
+    preload, usable = resolve_allocators(ap, args, [a for a in args.allocators.split(",") if a])
     placements = args.placements.split(",")
     probe_argv = [os.path.join(args.bin_dir, "cpu_pingpong"), "100000"]
     pc = os.path.join(args.bin_dir, "producer_consumer")

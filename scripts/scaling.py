@@ -67,6 +67,29 @@ def measure(argv, preload, timeout):
     return done.stdout.decode(errors="replace")
 
 
+def resolve_allocators(ap, args, allocators):
+    """The library each allocator preloads ("" for glibc), from --peer-dir, --isoshard and
+    --variant NAME=LIB (appended to `allocators`), and the allocators whose library exists."""
+    preload = {"glibc": ""}
+    for name, lib in PEERS.items():
+        preload[name] = os.path.abspath(os.path.join(args.peer_dir, lib))
+    preload["isoshard"] = os.path.abspath(args.isoshard)
+    for a in allocators:
+        if a not in preload:
+            ap.error(f"unknown allocator {a}")
+    for v in args.variant:
+        name, _, lib = v.partition("=")
+        if not name or not lib or name in preload:
+            ap.error(f"--variant {v}: want a new NAME=LIB")
+        preload[name] = os.path.abspath(lib)
+        allocators.append(name)
+    usable = [a for a in allocators if not preload[a] or os.path.exists(preload[a])]
+    for a in allocators:
+        if a not in usable:
+            print(f"{a}: {preload[a]} not found, left out", file=sys.stderr)
+    return preload, usable
+
+
 def metric_of(kind, text):
     if kind == "churn":
         m = CHURN_RE.search(text)
@@ -89,21 +112,7 @@ def main():
     args = ap.parse_args()
 
     threads = [int(t) for t in args.threads.split(",")]
-    preload = {"glibc": ""}
-    for name, lib in PEERS.items():
-        preload[name] = os.path.abspath(os.path.join(args.peer_dir, lib))
-    preload["isoshard"] = os.path.abspath(args.isoshard)
-    allocators = list(ALLOCATORS)
-    for v in args.variant:
-        name, _, lib = v.partition("=")
-        if not name or not lib or name in preload:
-            ap.error(f"--variant {v}: want a new NAME=LIB")
-        preload[name] = os.path.abspath(lib)
-        allocators.append(name)
-    usable = [a for a in allocators if not preload[a] or os.path.exists(preload[a])]
-    for a in allocators:
-        if a not in usable:
-            print(f"{a}: {preload[a]} not found, left out", file=sys.stderr)
+    preload, usable = resolve_allocators(ap, args, list(ALLOCATORS))
 
     points = workloads(threads)
     results = {}  # (name, threads, allocator) -> list of (metric, rss)
