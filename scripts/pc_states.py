@@ -19,7 +19,6 @@ A probe under --near-ns is near, over --far-ns far, between them neither (its ru
 out). Rounds go on until --seconds have passed; each runs every (placement, allocator) pair
 once, starting one allocator later each round. Needs python3 and the built binaries only.
 """
-import argparse
 import os
 import re
 import statistics
@@ -27,26 +26,20 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scaling import ALLOCATORS, measure, resolve_allocators  # noqa: E402  (same folder)
+from scaling import ALLOCATORS, allocator_arguments, measure, resolve_allocators  # noqa: E402  (same folder)
 
 ELAPSED_RE = re.compile(r" in ([0-9.]+) s")
 PROBE_RE = re.compile(r", ([0-9.]+) ns each")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin-dir", default="build/perf")
-    ap.add_argument("--isoshard", default="build/libisoshard.so")
-    ap.add_argument("--peer-dir", default="/usr/lib/x86_64-linux-gnu")
+    ap = allocator_arguments(__doc__)
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--placements", default="any,paired,crossed,split")
     ap.add_argument("--items", default="4000000")
     ap.add_argument("--allocators", default=",".join(ALLOCATORS))
     ap.add_argument("--near-ns", type=float, default=100)
     ap.add_argument("--far-ns", type=float, default=200)
-    ap.add_argument("--timeout", type=float, default=60)
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=LIB",
-                    help="one more library to preload, as its own row")
     args = ap.parse_args()
 
     preload, usable = resolve_allocators(ap, args, [a for a in args.allocators.split(",") if a])

@@ -67,6 +67,19 @@ def measure(argv, preload, timeout):
     return done.stdout.decode(errors="replace")
 
 
+def allocator_arguments(doc):
+    """A parser with the options every comparison script takes: where the binaries and the
+    libraries are, the timeout of one run, and --variant."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--bin-dir", default="build/perf")
+    ap.add_argument("--isoshard", default="build/libisoshard.so")
+    ap.add_argument("--peer-dir", default="/usr/lib/x86_64-linux-gnu")
+    ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=LIB",
+                    help="one more library to preload, as its own column (or row)")
+    return ap
+
+
 def resolve_allocators(ap, args, allocators):
     """The library each allocator preloads ("" for glibc), from --peer-dir, --isoshard and
     --variant NAME=LIB (appended to `allocators`), and the allocators whose library exists."""
@@ -99,16 +112,10 @@ def metric_of(kind, text):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin-dir", default="build/perf")
-    ap.add_argument("--isoshard", default="build/libisoshard.so")
-    ap.add_argument("--peer-dir", default="/usr/lib/x86_64-linux-gnu")
+    ap = allocator_arguments(__doc__)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2,4,8,16")
-    ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--raw", help="also write every run as TSV here")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=LIB",
-                    help="one more library to preload, as its own column")
     args = ap.parse_args()
 
     threads = [int(t) for t in args.threads.split(",")]
