@@ -17,8 +17,10 @@
 # Per workload: one smoke run per allocator (catches crashes, hangs and a
 # library that cannot be preloaded: that allocator is reported FAILED and the
 # run goes on), then BENCH_RUNS rounds. A round runs every allocator in turn,
-# each once under hyperfine (wall time), once under /usr/bin/time (peak RSS and
-# the program's own figure) and once under perf stat (task-clock, page faults),
+# each once under hyperfine (wall time, and the program's own figure from the same
+# run: on a host that changes speed within seconds, figures from two runs could
+# disagree), once under /usr/bin/time (peak RSS) and once under perf stat
+# (task-clock, page faults),
 # starting one allocator later each round; every column is the median over the
 # rounds. Interleaving matters on a shared host: a slow spell then hits every
 # allocator alike, where consecutive runs of one allocator put it on one of
@@ -182,7 +184,7 @@ allocator_cmd() { # array-name allocator binary args
 measure_round() { # dir round cmd...
   local dir=$1 r=$2; shift 2
   if ! timeout "$BENCH_TIMEOUT" hyperfine -N --runs 1 --export-json "$dir/hyperfine.$r.json" \
-      "$(printf '%q ' "$@")" >"$dir/hyperfine.$r.log" 2>&1; then
+      --output "$dir/hyperfine.$r.out" "$(printf '%q ' "$@")" >"$dir/hyperfine.$r.log" 2>&1; then
     echo "failed under hyperfine, see $dir/hyperfine.$r.log" >"$dir/failure"; return 1
   fi
   if ! timeout --kill-after=5 "$BENCH_TIMEOUT" /usr/bin/time -f %M -o "$dir/rss.$r" "$@" \
@@ -201,7 +203,7 @@ summarize_rounds() { # dir binary rounds
   local dir=$1 binary=$2 rounds=$3 r wall metric rss task faults
   wall=$(for ((r = 1; r <= rounds; r++)); do
     sed -nE 's/.*"median": *([0-9.eE+-]+).*/\1/p' "$dir/hyperfine.$r.json" | head -n1; done | median)
-  metric=$(for ((r = 1; r <= rounds; r++)); do reported_metric "$binary" "$dir/run.$r.out"; done | median)
+  metric=$(for ((r = 1; r <= rounds; r++)); do reported_metric "$binary" "$dir/hyperfine.$r.out"; done | median)
   rss=$(for ((r = 1; r <= rounds; r++)); do tail -n1 "$dir/rss.$r"; done | median)
   task=$(for ((r = 1; r <= rounds; r++)); do
     [[ -f $dir/perf.$r.csv ]] && awk -F, '$3 ~ /^task-clock/ && $1 ~ /^[0-9.]+$/ { print $1 }' "$dir/perf.$r.csv"
@@ -340,7 +342,7 @@ main() {
     echo "# isoshard benchmark summary ($(date -u +%FT%TZ), $(nproc) cores, BENCH_RUNS=$BENCH_RUNS)"
     echo "# every column is a median over the rounds (BENCH_RUNS, or a multiple where a table says so);"
     echo "# a round runs each allocator once, in turn"
-    echo "# (wall: hyperfine; task-clock, page faults: perf stat; peak RSS: /usr/bin/time %M)"
+    echo "# (wall and the program's own figure: one hyperfine run; task-clock, page faults: perf stat; peak RSS: /usr/bin/time %M)"
     echo "# wall / isoshard > 1: slower than isoshard"
     print_table malloc_cmp malloc_cmp "" "$BENCH_RUNS"
     print_phase_lines
