@@ -12,7 +12,10 @@
 //   crossed consumer c on CPU c, each producer on the next CPU: every chunk crosses cores
 //   split   producers on the first CPU, consumers on the second
 // With more threads than cores the scheduler's placement decides which of these a run is
-// closest to, and they differ by 1.5x and more: the pinned modes show each one alone.
+// closest to, and they differ by 1.5x and more: the pinned modes show each one alone. Every
+// run prints how much of it each producer spent on its consumer's CPU and how much of it the
+// threads were spread evenly over the CPUs (cpu_trace.hpp), so unpinned runs can be sorted
+// by the placement they got (scripts/pc_states.py does).
 //
 // Each producer hands its chunks to one consumer through its own single-producer,
 // single-consumer ring (consumer c serves producers c, c + C, ...). The hand-off costs a
@@ -31,6 +34,7 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "cpu_trace.hpp"
 
 namespace {
 
@@ -68,22 +72,26 @@ class SpscRing {
   alignas(64) void* slots_[kRingSlots];
 };
 
-void wait_a_little(unsigned& misses) {
+void wait_a_little(unsigned& misses, bench::CpuTrace* trace) {
+  trace->tick();
   if (++misses < 64) __builtin_ia32_pause();
   else std::this_thread::yield();
 }
 
-void produce(SpscRing* ring, long items, uint64_t seed) {
+void produce(SpscRing* ring, long items, uint64_t seed, bench::CpuTrace* trace) {
+  trace->start();
   bench::Rng rng(seed);
   for (long i = 0; i < items; i++) {
     void* chunk = bench::alloc_tagged(rng.between(16, 4096));
-    for (unsigned misses = 0; !ring->try_push(chunk);) wait_a_little(misses);
+    for (unsigned misses = 0; !ring->try_push(chunk);) wait_a_little(misses, trace);
+    trace->tick();
   }
-  for (unsigned misses = 0; !ring->try_push(nullptr);) wait_a_little(misses);  // done
+  for (unsigned misses = 0; !ring->try_push(nullptr);) wait_a_little(misses, trace);  // done
 }
 
 // Serves its rings round-robin until every one of them has delivered its end marker.
-void consume(std::vector<SpscRing*> rings) {
+void consume(std::vector<SpscRing*> rings, bench::CpuTrace* trace) {
+  trace->start();
   size_t open = rings.size();
   std::vector<bool> done(rings.size());
   unsigned misses = 0;
@@ -94,6 +102,7 @@ void consume(std::vector<SpscRing*> rings) {
       // Up to a ring's worth at a time: one producer does not starve the others.
       for (size_t n = 0; n < kRingSlots && !done[r] && rings[r]->try_pop(chunk); n++) {
         got = true;
+        trace->tick();
         if (chunk) {
           bench::free_tagged(chunk);
         } else {
@@ -103,8 +112,30 @@ void consume(std::vector<SpscRing*> rings) {
       }
     }
     if (got) misses = 0;
-    else wait_a_little(misses);
+    else wait_a_little(misses, trace);
   }
+}
+
+void print_placement(const std::vector<std::unique_ptr<bench::CpuTrace>>& producer_cpus,
+                     const std::vector<std::unique_ptr<bench::CpuTrace>>& consumer_cpus, double end) {
+  double beside = 0;
+  std::vector<const bench::CpuTrace*> all;
+  for (size_t p = 0; p < producer_cpus.size(); p++) {
+    double share = producer_cpus[p]->share_beside(*consumer_cpus[p % consumer_cpus.size()], end);
+    if (share < 0) {
+      std::printf("placement: unknown (a thread moved too often to trace)\n");
+      return;
+    }
+    beside += share;
+    all.push_back(producer_cpus[p].get());
+  }
+  for (auto& c : consumer_cpus) all.push_back(c.get());
+  cpu_set_t allowed;
+  int cpus = sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed) : 1;
+  double even = bench::CpuTrace::share_spread_evenly(all, cpus, end);
+  std::printf("placement: producer beside its consumer %.0f%% of the run, threads spread evenly "
+              "over the %d CPUs %.0f%%\n",
+              100 * beside / static_cast<double>(producer_cpus.size()), cpus, 100 * even);
 }
 
 enum class Placement { kAny, kPaired, kCrossed, kSplit };
@@ -131,18 +162,22 @@ int main(int argc, char** argv) {
   for (long p = 0; p < producers; p++) rings.push_back(std::make_unique<SpscRing>());
   std::vector<std::vector<SpscRing*>> served(static_cast<size_t>(consumers));
   for (long p = 0; p < producers; p++) served[p % consumers].push_back(rings[p].get());
+  std::vector<std::unique_ptr<bench::CpuTrace>> producer_cpus, consumer_cpus;
+  for (long p = 0; p < producers; p++) producer_cpus.push_back(std::make_unique<bench::CpuTrace>());
+  for (long c = 0; c < consumers; c++) consumer_cpus.push_back(std::make_unique<bench::CpuTrace>());
 
   const double start = bench::now_seconds();
   std::vector<std::thread> consumer_threads, producer_threads;
   for (long c = 0; c < consumers; c++) {
-    consumer_threads.emplace_back(consume, served[c]);
+    consumer_threads.emplace_back(consume, served[c], consumer_cpus[c].get());
     if (placement == Placement::kSplit) bench::pin_to_cpu(consumer_threads.back().native_handle(), 1);
     else if (placement != Placement::kAny) bench::pin_to_cpu(consumer_threads.back().native_handle(), c);
   }
   for (long p = 0; p < producers; p++) {
     // Spread the remainder so exactly `items` chunks are produced.
     long share = items / producers + (p < items % producers ? 1 : 0);
-    producer_threads.emplace_back(produce, rings[p].get(), share, static_cast<uint64_t>(p + 1));
+    producer_threads.emplace_back(produce, rings[p].get(), share, static_cast<uint64_t>(p + 1),
+                                  producer_cpus[p].get());
     // Pinned after it starts: its first allocations may run on any CPU (a few of millions).
     if (placement == Placement::kSplit) bench::pin_to_cpu(producer_threads.back().native_handle(), 0);
     else if (placement == Placement::kPaired) bench::pin_to_cpu(producer_threads.back().native_handle(), p % consumers);
@@ -150,10 +185,12 @@ int main(int argc, char** argv) {
   }
   for (auto& t : producer_threads) t.join();
   for (auto& t : consumer_threads) t.join();
-  const double elapsed = bench::now_seconds() - start;
+  const double end = bench::now_seconds();
+  const double elapsed = end - start;
 
   std::printf("producer_consumer: %ld producers, %ld consumers, %ld items in %.4f s: %.0f ops/s\n",
               producers, consumers, items, elapsed, static_cast<double>(items) / elapsed);
   bench::print_peak_rss();
+  print_placement(producer_cpus, consumer_cpus, end);
   return 0;
 }

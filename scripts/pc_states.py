@@ -18,6 +18,13 @@ usage: scripts/pc_states.py [--bin-dir build/perf] [--isoshard build/libisoshard
 A probe under --near-ns is near, over --far-ns far, between them neither (its runs are left
 out). Rounds go on until --seconds have passed; each runs every (placement, allocator) pair
 once, starting one allocator later each round. Needs python3 and the built binaries only.
+
+Unpinned (`any`), a run mostly keeps the placement the scheduler gave it at the start, and
+the medians then depend on how often each allocator drew which. So `any` runs are also
+sorted by the placement producer_consumer reports: crowded (a CPU ran more than its even
+share of the threads for half the run or more), together (spread evenly and each producer
+on its consumer's CPU, 80% of the run or more), apart (spread evenly 80% or more, producers
+beside their consumers 20% or less), or mixed (the rest).
 """
 import os
 import re
@@ -30,6 +37,23 @@ from scaling import ALLOCATORS, allocator_arguments, measure, resolve_allocators
 
 ELAPSED_RE = re.compile(r" in ([0-9.]+) s")
 PROBE_RE = re.compile(r", ([0-9.]+) ns each")
+PLACEMENT_RE = re.compile(r"beside its consumer ([0-9]+)% .* evenly over the [0-9]+ CPUs ([0-9]+)%")
+SCHEDULED = ("together", "apart", "crowded", "mixed")
+
+
+def scheduled_placement(text):
+    """One of SCHEDULED from producer_consumer's placement line; None if it did not say."""
+    m = PLACEMENT_RE.search(text)
+    if not m:
+        return None
+    beside, even = int(m.group(1)), int(m.group(2))
+    if even <= 50:
+        return "crowded"
+    if even >= 80 and beside >= 80:
+        return "together"
+    if even >= 80 and beside <= 20:
+        return "apart"
+    return "mixed"
 
 
 def main():
@@ -55,6 +79,7 @@ def main():
         return "near" if ns < args.near_ns else "far" if ns > args.far_ns else None
 
     runs = {}  # (placement, allocator, state) -> elapsed seconds
+    scheduled = {}  # (allocator, state, together/apart/mixed) -> elapsed seconds of `any` runs
     failures = {}
     counted = dropped = rounds = 0
     end = time.monotonic() + args.seconds
@@ -77,6 +102,9 @@ def main():
                 after = probe()
                 if before is not None and before == after:
                     runs.setdefault((placement, a, before), []).append(float(m.group(1)))
+                    got = scheduled_placement(text) if placement == "any" else None
+                    if got:
+                        scheduled.setdefault((a, before, got), []).append(float(m.group(1)))
                     counted += 1
                 else:
                     dropped += 1
@@ -103,7 +131,22 @@ def main():
                 ratios.append(f"{statistics.median(v) / statistics.median(iso[s]):.2f}"
                               if v and iso[s] else "-")
             print(f"| {a} | " + " | ".join(cells + ratios) + " |")
+        if placement == "any" and scheduled:
+            print_scheduled(scheduled, usable)
     return 1 if failures else 0
+
+
+def print_scheduled(scheduled, usable):
+    print("\n`any` runs by the placement the scheduler gave them (see the top of pc_states.py)\n")
+    cols = [(s, p) for s in ("near", "far") for p in SCHEDULED]
+    print("| allocator | " + " | ".join(f"{s} {p} s (n)" for s, p in cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for a in usable:
+        cells = []
+        for s, p in cols:
+            v = scheduled.get((a, s, p))
+            cells.append(f"{statistics.median(v):.4f} ({len(v)})" if v else "-")
+        print(f"| {a} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
