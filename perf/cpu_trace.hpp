@@ -22,14 +22,23 @@ namespace bench {
 class CpuTrace {
  public:
   // Records the CPU the calling thread starts on.
-  void start() { note(now_seconds(), sched_getcpu()); }
+  void start() { record(now_seconds(), sched_getcpu()); }
 
   // Called often by the thread: every 256th call reads the CPU (through rseq, no syscall)
   // and records it if it changed, so a move shows within 256 calls.
   void tick() {
     if ((++ticks_ & 255) != 0) return;
     int cpu = sched_getcpu();
-    if (n_ == 0 || changes_[n_ - 1].cpu != cpu) note(now_seconds(), cpu);
+    if (n_ == 0 || changes_[n_ - 1].cpu != cpu) record(now_seconds(), cpu);
+  }
+
+  // Records that the thread runs on `cpu` from time t on (t ascending; tests call it too).
+  void record(double t, int cpu) {
+    if (n_ == kMaxChanges) {
+      overflowed_ = true;
+      return;
+    }
+    changes_[n_++] = {t, cpu};
   }
 
   // The share of the time from when all of `traces` had started to `end` during which no CPU
@@ -80,26 +89,19 @@ class CpuTrace {
     return together / (end - from);
   }
 
+  static constexpr size_t kMaxChanges = 4096;  // more moves than this: the shares are unknown
+
  private:
-  static constexpr size_t kMaxChanges = 4096;
+  struct Change {
+    double t;
+    int cpu;
+  };
 
   // The CPU at time t (at or after the first record).
   int cpu_at(double t) const {
     size_t i = 0;
     while (i + 1 < n_ && changes_[i + 1].t <= t) i++;
     return changes_[i].cpu;
-  }
-  struct Change {
-    double t;
-    int cpu;
-  };
-
-  void note(double t, int cpu) {
-    if (n_ == kMaxChanges) {
-      overflowed_ = true;
-      return;
-    }
-    changes_[n_++] = {t, cpu};
   }
 
   Change changes_[kMaxChanges];

@@ -116,8 +116,9 @@ void consume(std::vector<SpscRing*> rings, bench::CpuTrace* trace) {
   }
 }
 
-void print_placement(const std::vector<std::unique_ptr<bench::CpuTrace>>& producer_cpus,
-                     const std::vector<std::unique_ptr<bench::CpuTrace>>& consumer_cpus, double end) {
+using Traces = std::vector<std::unique_ptr<bench::CpuTrace>>;
+
+void print_placement(const Traces& producer_cpus, const Traces& consumer_cpus, double end) {
   double beside = 0;
   std::vector<const bench::CpuTrace*> all;
   for (size_t p = 0; p < producer_cpus.size(); p++) {
@@ -162,7 +163,7 @@ int main(int argc, char** argv) {
   for (long p = 0; p < producers; p++) rings.push_back(std::make_unique<SpscRing>());
   std::vector<std::vector<SpscRing*>> served(static_cast<size_t>(consumers));
   for (long p = 0; p < producers; p++) served[p % consumers].push_back(rings[p].get());
-  std::vector<std::unique_ptr<bench::CpuTrace>> producer_cpus, consumer_cpus;
+  Traces producer_cpus, consumer_cpus;
   for (long p = 0; p < producers; p++) producer_cpus.push_back(std::make_unique<bench::CpuTrace>());
   for (long c = 0; c < consumers; c++) consumer_cpus.push_back(std::make_unique<bench::CpuTrace>());
 
