@@ -247,6 +247,27 @@ print_table() { # workload binary args rounds
     }' "$results"
 }
 
+# Unpinned producer/consumer: where the scheduler put the threads, as the program reports it
+# (medians over the rounds). Its runs differ by placement more than by allocator, and the
+# scheduler draws placements differently under different allocators (docs/DESIGN.md).
+print_scheduler_placement() { # workload binary args rounds
+  local workload=$1 binary=$2 args=$3 rounds=$4 alloc r beside even
+  local -a words
+  read -r -a words <<<"$args"
+  [[ $binary == producer_consumer && ${words[3]:-any} == any ]] || return 0
+  echo "placement the scheduler gave (medians over the rounds): share of the run each producer"
+  echo "spent on its consumer's CPU / with the threads spread evenly over the CPUs"
+  for alloc in "${ALLOCATORS[@]}"; do
+    beside=$(for ((r = 1; r <= rounds; r++)); do
+      sed -nE 's/.*beside its consumer ([0-9]+)%.*/\1/p' "$RAW_DIR/$workload/$alloc/hyperfine.$r.out" 2>/dev/null
+    done | median)
+    even=$(for ((r = 1; r <= rounds; r++)); do
+      sed -nE 's/.*evenly over the [0-9]+ CPUs ([0-9]+)%.*/\1/p' "$RAW_DIR/$workload/$alloc/hyperfine.$r.out" 2>/dev/null
+    done | median)
+    printf '  %-10s %s%% / %s%%\n' "$alloc" "$beside" "$even"
+  done
+}
+
 print_phase_lines() {
   local alloc out
   for alloc in glibc isoshard; do
@@ -351,6 +372,7 @@ main() {
       for spec in "${THREADED_WORKLOADS[@]}"; do
         IFS='|' read -r workload binary args factor <<<"$spec"
         print_table "$workload" "$binary" "$args" $((BENCH_RUNS * ${factor:-1}))
+        print_scheduler_placement "$workload" "$binary" "$args" $((BENCH_RUNS * ${factor:-1}))
       done
       print_churn_growth
     fi
