@@ -46,47 +46,21 @@ class CpuTrace {
   // 2 CPUs: two each); negative when a trace overflowed or is empty.
   static double share_spread_evenly(const std::vector<const CpuTrace*>& traces, int cpus,
                                     double end) {
-    double from = 0;
-    std::vector<double> times;
-    for (const CpuTrace* t : traces) {
-      if (t->overflowed_ || t->n_ == 0) return -1;
-      from = std::max(from, t->changes_[0].t);
-      for (size_t i = 0; i < t->n_; i++) times.push_back(t->changes_[i].t);
-    }
-    if (from >= end || cpus < 1) return -1;
-    times.push_back(from);
-    std::sort(times.begin(), times.end());
+    if (cpus < 1) return -1;
     const size_t fair = (traces.size() + static_cast<size_t>(cpus) - 1) / static_cast<size_t>(cpus);
-    double even = 0;
-    for (size_t k = 0; k < times.size(); k++) {  // each step between change times
-      double t = times[k], next = k + 1 < times.size() ? std::min(times[k + 1], end) : end;
-      if (t < from || next <= t) continue;
+    return share_of_time(traces, end, [&](double t) {
       std::map<int, size_t> on;
       size_t most = 0;
       for (const CpuTrace* tr : traces) most = std::max(most, ++on[tr->cpu_at(t)]);
-      if (most <= fair) even += next - t;
-    }
-    return even / (end - from);
+      return most <= fair;
+    });
   }
 
   // The share of the time from when both had started to `end` during which this thread and
   // `other` ran on one CPU; negative when either trace overflowed or is empty.
   double share_beside(const CpuTrace& other, double end) const {
-    if (overflowed_ || other.overflowed_ || n_ == 0 || other.n_ == 0) return -1;
-    const double from = std::max(changes_[0].t, other.changes_[0].t);
-    if (from >= end) return -1;
-    double t = from, together = 0;
-    size_t i = 0, j = 0;
-    while (t < end) {  // over the merged change times: each step has one CPU per thread
-      while (i + 1 < n_ && changes_[i + 1].t <= t) i++;
-      while (j + 1 < other.n_ && other.changes_[j + 1].t <= t) j++;
-      double next = end;
-      if (i + 1 < n_) next = std::min(next, changes_[i + 1].t);
-      if (j + 1 < other.n_) next = std::min(next, other.changes_[j + 1].t);
-      if (changes_[i].cpu == other.changes_[j].cpu) together += next - t;
-      t = next;
-    }
-    return together / (end - from);
+    return share_of_time({this, &other}, end,
+                         [&](double t) { return cpu_at(t) == other.cpu_at(t); });
   }
 
   static constexpr size_t kMaxChanges = 4096;  // more moves than this: the shares are unknown
@@ -96,6 +70,31 @@ class CpuTrace {
     double t;
     int cpu;
   };
+
+  // The share of the time from when all of `traces` had started to `end` for which
+  // holds(t) is true, t stepping through the traces' change times (the CPUs are constant
+  // between them); negative when a trace overflowed or is empty.
+  template <class Holds>
+  static double share_of_time(const std::vector<const CpuTrace*>& traces, double end,
+                              Holds holds) {
+    double from = 0;
+    std::vector<double> times;
+    for (const CpuTrace* t : traces) {
+      if (t->overflowed_ || t->n_ == 0) return -1;
+      from = std::max(from, t->changes_[0].t);
+      for (size_t i = 0; i < t->n_; i++) times.push_back(t->changes_[i].t);
+    }
+    if (from >= end) return -1;
+    times.push_back(from);
+    times.push_back(end);
+    std::sort(times.begin(), times.end());
+    double held = 0;
+    for (size_t k = 0; k + 1 < times.size(); k++) {
+      double t = times[k], next = std::min(times[k + 1], end);
+      if (t >= from && next > t && holds(t)) held += next - t;
+    }
+    return held / (end - from);
+  }
 
   // The CPU at time t (at or after the first record).
   int cpu_at(double t) const {

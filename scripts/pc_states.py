@@ -79,7 +79,7 @@ def main():
         return "near" if ns < args.near_ns else "far" if ns > args.far_ns else None
 
     runs = {}  # (placement, allocator, state) -> elapsed seconds
-    scheduled = {}  # (allocator, state, together/apart/mixed) -> elapsed seconds of `any` runs
+    scheduled = {}  # (allocator, state, one of SCHEDULED) -> elapsed seconds of `any` runs
     failures = {}
     counted = dropped = rounds = 0
     end = time.monotonic() + args.seconds
