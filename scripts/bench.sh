@@ -247,23 +247,27 @@ print_table() { # workload binary args rounds
     }' "$results"
 }
 
+# The median over the rounds of the percentage that follows `pattern` in the program's output.
+median_share() { # dir rounds pattern
+  local r
+  for ((r = 1; r <= $2; r++)); do
+    sed -nE "s/.*$3 ([0-9]+)%.*/\\1/p" "$1/hyperfine.$r.out" 2>/dev/null
+  done | median
+}
+
 # Unpinned producer/consumer: where the scheduler put the threads, as the program reports it
 # (medians over the rounds). Its runs differ by placement more than by allocator, and the
 # scheduler draws placements differently under different allocators (docs/DESIGN.md).
 print_scheduler_placement() { # workload binary args rounds
-  local workload=$1 binary=$2 args=$3 rounds=$4 alloc r beside even
+  local workload=$1 binary=$2 args=$3 rounds=$4 alloc beside even
   local -a words
   read -r -a words <<<"$args"
   [[ $binary == producer_consumer && ${words[3]:-any} == any ]] || return 0
   echo "placement the scheduler gave (medians over the rounds): share of the run each producer"
   echo "spent on its consumer's CPU / with the threads spread evenly over the CPUs"
   for alloc in "${ALLOCATORS[@]}"; do
-    beside=$(for ((r = 1; r <= rounds; r++)); do
-      sed -nE 's/.*beside its consumer ([0-9]+)%.*/\1/p' "$RAW_DIR/$workload/$alloc/hyperfine.$r.out" 2>/dev/null
-    done | median)
-    even=$(for ((r = 1; r <= rounds; r++)); do
-      sed -nE 's/.*evenly over the [0-9]+ CPUs ([0-9]+)%.*/\1/p' "$RAW_DIR/$workload/$alloc/hyperfine.$r.out" 2>/dev/null
-    done | median)
+    beside=$(median_share "$RAW_DIR/$workload/$alloc" "$rounds" "beside its consumer")
+    even=$(median_share "$RAW_DIR/$workload/$alloc" "$rounds" "evenly over the [0-9]+ CPUs")
     printf '  %-10s %s%% / %s%%\n' "$alloc" "$beside" "$even"
   done
 }
