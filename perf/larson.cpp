@@ -13,13 +13,16 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "start_gate.hpp"
 
 namespace {
 
 constexpr size_t kMinSize = 16;
 constexpr size_t kMaxSize = 1024;
 
-void serve(std::atomic<void*>* slots, size_t slot_count, long rounds, uint64_t seed) {
+void serve(std::atomic<void*>* slots, size_t slot_count, long rounds, uint64_t seed,
+           bench::StartGate* gate) {
+  gate->pass();
   bench::Rng rng(seed);
   for (long r = 0; r < rounds; r++) {
     void* fresh = bench::alloc_tagged(rng.between(kMinSize, kMaxSize));
@@ -42,10 +45,12 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < slot_count; i++)
     slots[i].store(bench::alloc_tagged(fill_rng.between(kMinSize, kMaxSize)));
 
-  const double start = bench::now_seconds();
+  // The threads start together once all exist, and the clock with them (start_gate.hpp).
+  bench::StartGate gate(threads);
   std::vector<std::thread> workers;
   for (long t = 0; t < threads; t++)
-    workers.emplace_back(serve, slots.get(), slot_count, rounds, static_cast<uint64_t>(t + 1));
+    workers.emplace_back(serve, slots.get(), slot_count, rounds, static_cast<uint64_t>(t + 1), &gate);
+  const double start = gate.open();
   for (auto& w : workers) w.join();
   const double elapsed = bench::now_seconds() - start;
 

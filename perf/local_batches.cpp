@@ -12,15 +12,17 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "start_gate.hpp"
 
 namespace {
 
 constexpr size_t kMinSize = 16;
 constexpr size_t kMaxSize = 1024;
 
-void work(long rounds, size_t batch, uint64_t seed) {
+void work(long rounds, size_t batch, uint64_t seed, bench::StartGate* gate) {
   bench::Rng rng(seed);
   std::vector<void*> live(batch);
+  gate->pass();
   // A stride coprime with the batch size visits every chunk once, out of order.
   size_t stride = batch / 2 + 1;
   while (std::gcd(stride, batch) != 1) stride++;
@@ -38,10 +40,12 @@ int main(int argc, char** argv) {
   const long rounds = bench::arg_or(argc, argv, 2, 20000);
   const auto batch = static_cast<size_t>(bench::arg_or(argc, argv, 3, 256));
 
-  const double start = bench::now_seconds();
+  // The threads start together once all exist, and the clock with them (start_gate.hpp).
+  bench::StartGate gate(threads);
   std::vector<std::thread> workers;
   for (long t = 0; t < threads; t++)
-    workers.emplace_back(work, rounds, batch, static_cast<uint64_t>(t + 1));
+    workers.emplace_back(work, rounds, batch, static_cast<uint64_t>(t + 1), &gate);
+  const double start = gate.open();
   for (auto& w : workers) w.join();
   const double elapsed = bench::now_seconds() - start;
 

@@ -15,7 +15,8 @@
 // closest to, and they differ by 1.5x and more: the pinned modes show each one alone. Every
 // run prints how much of it each producer spent on its consumer's CPU and how much of it the
 // threads were spread evenly over the CPUs (cpu_trace.hpp), so unpinned runs can be sorted
-// by the placement they got (scripts/pc_states.py does).
+// by the placement they got (scripts/pc_states.py does). The threads start together, once
+// all are created and pinned, and the clock with them (start_gate.hpp says why).
 //
 // Each producer hands its chunks to one consumer through its own single-producer,
 // single-consumer ring (consumer c serves producers c, c + C, ...). The hand-off costs a
@@ -35,6 +36,7 @@
 
 #include "bench_util.hpp"
 #include "cpu_trace.hpp"
+#include "start_gate.hpp"
 
 namespace {
 
@@ -78,7 +80,9 @@ void wait_a_little(unsigned& misses, bench::CpuTrace* trace) {
   else std::this_thread::yield();
 }
 
-void produce(SpscRing* ring, long items, uint64_t seed, bench::CpuTrace* trace) {
+void produce(SpscRing* ring, long items, uint64_t seed, bench::StartGate* gate,
+             bench::CpuTrace* trace) {
+  gate->pass();
   trace->start();
   bench::Rng rng(seed);
   for (long i = 0; i < items; i++) {
@@ -90,7 +94,8 @@ void produce(SpscRing* ring, long items, uint64_t seed, bench::CpuTrace* trace) 
 }
 
 // Serves its rings round-robin until every one of them has delivered its end marker.
-void consume(std::vector<SpscRing*> rings, bench::CpuTrace* trace) {
+void consume(std::vector<SpscRing*> rings, bench::StartGate* gate, bench::CpuTrace* trace) {
+  gate->pass();
   trace->start();
   size_t open = rings.size();
   std::vector<bool> done(rings.size());
@@ -167,10 +172,10 @@ int main(int argc, char** argv) {
   for (long p = 0; p < producers; p++) producer_cpus.push_back(std::make_unique<bench::CpuTrace>());
   for (long c = 0; c < consumers; c++) consumer_cpus.push_back(std::make_unique<bench::CpuTrace>());
 
-  const double start = bench::now_seconds();
+  bench::StartGate gate(producers + consumers);
   std::vector<std::thread> consumer_threads, producer_threads;
   for (long c = 0; c < consumers; c++) {
-    consumer_threads.emplace_back(consume, served[c], consumer_cpus[c].get());
+    consumer_threads.emplace_back(consume, served[c], &gate, consumer_cpus[c].get());
     if (placement == Placement::kSplit) bench::pin_to_cpu(consumer_threads.back().native_handle(), 1);
     else if (placement != Placement::kAny) bench::pin_to_cpu(consumer_threads.back().native_handle(), c);
   }
@@ -178,12 +183,12 @@ int main(int argc, char** argv) {
     // Spread the remainder so exactly `items` chunks are produced.
     long share = items / producers + (p < items % producers ? 1 : 0);
     producer_threads.emplace_back(produce, rings[p].get(), share, static_cast<uint64_t>(p + 1),
-                                  producer_cpus[p].get());
-    // Pinned after it starts: its first allocations may run on any CPU (a few of millions).
+                                  &gate, producer_cpus[p].get());
     if (placement == Placement::kSplit) bench::pin_to_cpu(producer_threads.back().native_handle(), 0);
     else if (placement == Placement::kPaired) bench::pin_to_cpu(producer_threads.back().native_handle(), p % consumers);
     else if (placement == Placement::kCrossed) bench::pin_to_cpu(producer_threads.back().native_handle(), p % consumers + 1);
   }
+  const double start = gate.open();
   for (auto& t : producer_threads) t.join();
   for (auto& t : consumer_threads) t.join();
   const double end = bench::now_seconds();
