@@ -3,9 +3,9 @@
 //
 // Why: unpinned, producer_consumer's four threads on two CPUs settle into one placement for
 // most of a run (a producer beside its consumer, or every chunk crossing cores), and those
-// differ by 1.3x and more. Most runs also start with three of the four on one CPU, and keep
-// that for much of the run. A median over unpinned runs then largely counts which placement
-// the scheduler chose how often.
+// differ by 1.3x and more. Before the threads started at a gate (start_gate.hpp), most runs
+// also began with three of the four on one CPU and kept that for much of the run. A median
+// over unpinned runs then largely counts which placement the scheduler chose how often.
 #pragma once
 
 #include <sched.h>

@@ -6,9 +6,9 @@
 // never block on two CPUs, most runs then began with three threads on one CPU and stayed so
 // for much of a 0.1 s run: the run measured how soon the scheduler undid that start more
 // than the allocator. At the gate the waiting threads sleep (std::latch waits on a futex),
-// so they are woken onto idle CPUs together; 40 runs of each variant, under isoshard and
-// tcmalloc, went from 25 and 22 crowded starts to 3 and 1, and their median times fell by
-// 46% and 40% (docs/DESIGN.md, known limits).
+// and the scheduler places them afresh when the gate wakes them all. In 40 unpinned runs
+// under each of isoshard and tcmalloc, crowded starts went from 25 and 22 to 3 and 1, and
+// the median times fell by 46% and 40% (docs/DESIGN.md, known limits).
 #pragma once
 
 #include <cstddef>

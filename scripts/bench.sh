@@ -256,8 +256,8 @@ median_share() { # dir rounds pattern
 }
 
 # Unpinned producer/consumer: where the scheduler put the threads, as the program reports it
-# (medians over the rounds). Its runs differ by placement more than by allocator, and the
-# scheduler draws placements differently under different allocators (docs/DESIGN.md).
+# (medians over the rounds). Its runs differ by placement more than by allocator, and one
+# allocator's rounds may draw a placement more often than another's (docs/DESIGN.md).
 print_scheduler_placement() { # workload binary args rounds
   local workload=$1 binary=$2 args=$3 rounds=$4 alloc beside even
   local -a words
