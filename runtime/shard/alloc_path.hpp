@@ -42,7 +42,9 @@ ISO_ALWAYS_INLINE void shard_free(void* p) {
   if (ISO_LIKELY(z->owner == s)) {
     zone_free(*z, p);
     // Whatever else a free may have to do is one tail call: nothing here lives across a
-    // call, so free saves no register, and the remote path below is a plain jump.
+    // call, so the remote path below is a plain jump that saves no register. (This path
+    // saves one, rbx: GCC 12 runs out of scratch registers in it, and moving the used
+    // count's update or the bad-state report's address out of it did not change that.)
     std::uint32_t left = --s->frees_until_chores;
     if (ISO_UNLIKELY(!z->listed) || ISO_UNLIKELY(z->used == 0 && !z->donor_listed) ||
         ISO_UNLIKELY(left == 0))
