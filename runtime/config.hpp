@@ -18,6 +18,11 @@
 
 #define ISO_ALWAYS_INLINE [[gnu::always_inline]] inline
 #define ISO_COLD [[gnu::noinline, gnu::cold]]
+// On the runtime's extern declarations of its globals. -fvisibility=hidden marks definitions
+// only: a TU that sees just the declaration (free's, in api/) reads the global through the
+// GOT, which the linker relaxes to a lea and a load. Hidden, the load takes the address
+// itself: free's slot lookup went from 14 instructions to 11.
+#define ISO_HIDDEN [[gnu::visibility("hidden")]]
 #define ISO_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ISO_UNLIKELY(x) __builtin_expect(!!(x), 0)
 

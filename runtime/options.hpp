@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/config.hpp"
+
 namespace iso {
 
 struct Options {
@@ -21,7 +23,7 @@ struct Options {
   std::uint8_t common_stripes = 0;
 };
 
-extern Options g_options;
+extern Options g_options ISO_HIDDEN;
 // Reads the environment; called by root_init before anything uses the options.
 void options_load();
 

@@ -13,9 +13,9 @@ namespace iso {
 
 // Before init the base lies above user space, so every pointer misses the range.
 inline constexpr std::uintptr_t kNoBase = 0xffff800000000000ull;
-extern std::uintptr_t g_base;
-extern std::size_t g_range_bytes;  // set once by root_init: the range may be scaled down
-extern Zone* g_zones;
+extern std::uintptr_t g_base ISO_HIDDEN;
+extern std::size_t g_range_bytes ISO_HIDDEN;  // set once by root_init: may be scaled down
+extern Zone* g_zones ISO_HIDDEN;
 
 // The zone (or big-allocation) entry of the slot holding p; nullptr outside the range.
 ISO_ALWAYS_INLINE Zone* zone_of(const void* p) {

@@ -57,7 +57,7 @@ ISO_ALWAYS_INLINE constexpr bool batch_full(std::uint64_t fill) {
 
 // The batch every closed outbox holds: its destination is no shard's, so a remote free's
 // one test (an open batch for the zone's owner) fails there, and it is never written.
-extern constinit RemoteBatch g_no_batch;
+extern constinit RemoteBatch g_no_batch ISO_HIDDEN;
 inline constexpr std::uint32_t kNoDestTag = ~std::uint32_t{0};
 
 // Sets up the batch arena; called by shard_init under the shard-init lock (idempotent).

@@ -63,10 +63,10 @@ struct Shard : ShardFront {
   RemoteInbox inbox;
 };
 
-extern constinit Zone g_empty_zone;
-extern constinit ShardFront g_sentinel_shard;
+extern constinit Zone g_empty_zone ISO_HIDDEN;
+extern constinit ShardFront g_sentinel_shard ISO_HIDDEN;
 // Initial-exec TLS: one %fs-relative load, no __tls_get_addr call.
-extern thread_local constinit ShardFront* t_shard [[gnu::tls_model("initial-exec")]];
+extern thread_local constinit ShardFront* t_shard ISO_HIDDEN [[gnu::tls_model("initial-exec")]];
 
 ISO_ALWAYS_INLINE bool is_sentinel(const ShardFront* s) { return s == &g_sentinel_shard; }
 

@@ -18,7 +18,7 @@ enum ChunkState : std::uint64_t {
 inline constexpr std::uint64_t kLowBits = 0x5555555555555555ull;
 inline constexpr unsigned kChunksPerWord = 32;
 
-ISO_ALWAYS_INLINE unsigned bitmap_shift(std::uint32_t idx) { return (idx & 31u) * 2; }
+ISO_ALWAYS_INLINE unsigned bitmap_shift(std::uint32_t idx) { return (idx * 2) & 63u; }
 
 ISO_ALWAYS_INLINE std::uint64_t chunk_state(const std::uint64_t* bitmap, std::uint32_t idx) {
   return (bitmap[idx >> 5] >> bitmap_shift(idx)) & 3u;
