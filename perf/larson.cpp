@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
   bench::StartGate gate(threads);
   std::vector<std::thread> workers;
   for (long t = 0; t < threads; t++)
-    workers.emplace_back(serve, slots.get(), slot_count, rounds, static_cast<uint64_t>(t + 1), &gate);
+    workers.emplace_back(serve, slots.get(), slot_count, rounds, static_cast<uint64_t>(t + 1),
+                         &gate);
   const double start = gate.open();
   for (auto& w : workers) w.join();
   const double elapsed = bench::now_seconds() - start;

@@ -150,7 +150,8 @@ std::uint64_t next_random(Zone& z) {
 // Moves free chunks found through the summary into the empty cache. The count stays in a
 // register until the end (pushed one at a time, every slot's store could have changed it, so
 // each push reloaded and stored it), and a word that fits whole is copied without testing
-// for room: 16 instructions a chunk before, 8 in the loop now.
+// for room. cachegrind, malloc_free_pair's Batch1000/32: 15.4 instructions a chunk handed
+// out before, 10.8 now (10 in the copy loop).
 void scan_into_cache(Zone& z) {
   std::uint32_t words = z.bitmap_words();
   std::uint32_t last_word = z.committed_chunks / kChunksPerWord;
@@ -165,7 +166,7 @@ void scan_into_cache(Zone& z) {
   for (std::uint32_t i = 0; i < sum_words && n < kFreelistCacheSlots; ++i) {
     std::uint32_t s = start + i < sum_words ? start + i : start + i - sum_words;
     std::uint64_t bits = z.summary[s];
-    if (bits == 0) continue;  // most of a big zone's summary words, in a refill
+    if (bits == 0) continue;  // nothing to take, nothing to write back
     std::uint64_t emptied = 0;  // summary bits of the words taken whole
     while (bits != 0) {
       std::uint32_t w = s * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
