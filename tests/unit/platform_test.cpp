@@ -76,6 +76,19 @@ TEST(Platform, AStepPastThePrefaultSizeIsResidentBeforeAnyTouch) {
   EXPECT_EQ(resident_pages(z->user_base, z->committed_bytes), z->committed_bytes / kPageBytes);
   zone_release(*z);
 }
+
+// The common shard's zones hold short threads' chunks: their pages fault in as touched.
+TEST(Platform, ACommonShardZonesStepIsNotPrefaulted) {
+  Zone* z = make_zone(size_class_of(4096));
+  z->common = true;
+  z->grow_fast = true;  // what would prefault another zone's step
+  ASSERT_TRUE(zone_refill(*z));
+  ASSERT_EQ(z->committed_bytes, kCommitMaxStepBytes - 2 * kPageBytes);
+  // Touched so far: the canary chunks, one in 64 (a page each at this size).
+  EXPECT_LE(resident_pages(z->user_base, z->committed_bytes), z->committed_bytes / kPageBytes / 32);
+  z->common = false;
+  zone_release(*z);
+}
 #endif
 
 }  // namespace
