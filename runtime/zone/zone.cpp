@@ -93,7 +93,7 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
     // Small zones fault in as used: prefaulting all their pages would cost RSS, not save
     // faults. So do the common shard's: they hold the light allocations of short threads,
     // whose live chunks cross a doubling step and stay just past it (thread_churn 4000: two
-    // zones at 512 KiB resident for about 300 KiB of chunks).
+    // zones at 512 KiB resident, each just past its 256 KiB step).
     bool populate = ISOSHARD_PRE_POPULATE_PAGES && !z.common &&
                     (z.committed_bytes >= kPrefaultFromBytes || z.grow_fast);
     if (os::commit(rest, step - moved, populate)) {

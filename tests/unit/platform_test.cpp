@@ -86,7 +86,6 @@ TEST(Platform, ACommonShardZonesStepIsNotPrefaulted) {
   ASSERT_EQ(z->committed_bytes, kCommitMaxStepBytes - 2 * kPageBytes);
   // Touched so far: the canary chunks, one in 64 (a page each at this size).
   EXPECT_LE(resident_pages(z->user_base, z->committed_bytes), z->committed_bytes / kPageBytes / 32);
-  z->common = false;
   zone_release(*z);
 }
 #endif
