@@ -78,7 +78,7 @@ inline constexpr unsigned kMaxDonorsLooked = 16;
 
 // The freelist cache: free chunk indices popped first on the hot path. 128 rather than 64:
 // refills scan a third as much in producer/consumer (docs/DESIGN.md), and it still fits the
-// zone's 2 KiB table entry.
+// zone's table entry.
 inline constexpr unsigned kFreelistCacheSlots = 128;
 
 // One canary chunk per this many chunks, at a secret random position in each group.
