@@ -57,10 +57,9 @@ inline constexpr std::size_t kZoneUserBytes = kZoneSlotBytes - 2 * kPageBytes;
 
 // Zone pages are committed in growing steps so RSS follows use: one page first (most zones
 // of a thread hold a few chunks), then 16 KiB and 64 KiB in all, then doubling up to
-// kPrefaultFromBytes, then by half (384 KiB, 576 KiB, ...) in steps of at most 4 MiB. Steps
-// from kPrefaultFromBytes on are prefaulted (few page faults in big zones; never in the
-// common shard's, see zone_grow); below it pages fault in as chunks are handed out, lowest
-// address first.
+// steps of 4 MiB. Steps from kPrefaultFromBytes on are prefaulted (few page faults in big
+// zones; never in the common shard's, see zone_grow); below it pages fault in as chunks are
+// handed out, lowest address first.
 inline constexpr std::size_t kCommitFirstStepBytes = 4 * 1024;
 inline constexpr std::size_t kCommitQuadrupleBelowBytes = 64 * 1024;
 inline constexpr std::size_t kCommitMaxStepBytes = 4096 * 1024;

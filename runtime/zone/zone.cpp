@@ -71,9 +71,6 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
   std::size_t step = z.committed_bytes < kCommitFirstStepBytes ? kCommitFirstStepBytes
                                                                 : 3 * z.committed_bytes;
   if (z.committed_bytes >= kCommitQuadrupleBelowBytes) step = z.committed_bytes;
-  // Prefaulted steps are resident at once, so they grow by half, not double: a zone whose
-  // chunks in flight just pass a step leaves at most a third of its pages unused, not half.
-  if (z.committed_bytes >= kPrefaultFromBytes) step = z.committed_bytes / 2;
   // A class that filled a zone is likely to fill the next: one syscall, not nine.
   if (z.grow_fast) step = kCommitMaxStepBytes;
   if (step > kCommitMaxStepBytes) step = kCommitMaxStepBytes;
@@ -95,7 +92,7 @@ bool zone_grow(Zone& z, const PageSupply* supply) {
     void* rest = reinterpret_cast<void*>(at + moved);
     // Small zones fault in as used: prefaulting all their pages would cost RSS, not save
     // faults. So do the common shard's: they hold the light allocations of short threads,
-    // whose live chunks cross a step and stay just past it (thread_churn 4000: two
+    // whose live chunks cross a doubling step and stay just past it (thread_churn 4000: two
     // zones at 512 KiB resident, each just past its 256 KiB step).
     bool populate = ISOSHARD_PRE_POPULATE_PAGES && !z.common &&
                     (z.committed_bytes >= kPrefaultFromBytes || z.grow_fast);

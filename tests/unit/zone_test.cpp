@@ -212,26 +212,6 @@ TEST(Zone, AFastGrowingZoneCommitsWholeStepsUntilItsPagesGoBack) {
   EXPECT_EQ(zone_verify(*z), 0u);
 }
 
-TEST(Zone, PrefaultedStepsGrowTheZoneByHalfNotDouble) {
-  Zone* z = make_zone(size_class_of(4096));
-  std::vector<void*> held;
-  std::vector<std::size_t> sizes;  // committed bytes after each growth
-  while (sizes.size() < 9) {
-    std::size_t before = z->committed_bytes;
-    void* p = take(*z);
-    ASSERT_NE(p, nullptr);
-    held.push_back(p);
-    if (z->committed_bytes != before) sizes.push_back(z->committed_bytes);
-  }
-  const std::size_t k = 1024;
-  std::vector<std::size_t> want = {4 * k,   16 * k,  64 * k,   128 * k, 256 * k,
-                                   384 * k, 576 * k, 864 * k, 1296 * k};
-  EXPECT_EQ(sizes, want);
-  for (void* p : held) zone_free(*z, p);
-  EXPECT_EQ(zone_verify(*z), 0u);
-  zone_release(*z);
-}
-
 // The /proc/self/pagemap entry of the page holding p: bit 63 present, bit 56 mapped by this
 // process alone (the shared zero page never is).
 std::uint64_t pagemap_entry(const void* p) {
