@@ -31,10 +31,10 @@ inline constexpr std::uint32_t kMaxBitmapWords =
 inline constexpr std::uint32_t kSummaryWords = (kMaxBitmapWords + 63) / 64;
 // Pads a zone's table entry to 31 cache lines (1984 bytes). At 32 lines (2 KiB, when the slot
 // lookup was a shift) every zone's first line fell in one of 2 of the L1's 64 sets, and its
-// second line in 2 others, 24 lines each on a 12-way L1: a producer of 28 size classes and a
-// consumer freeing into another producer's 28, sharing a CPU, evicted each other's zone
-// headers at every switch of class. With the odd stride the lookup multiplies (shl, sub, shl)
-// and `crossed` producer/consumer ran faster in 47 of 60 interleaved rounds (docs/DESIGN.md).
+// second line in 2 others, 24 lines each on a 12-way L1, where a producer of 28 size classes
+// and a consumer freeing into another producer's 28, sharing a CPU, read 56 first lines.
+// With the odd stride the lookup multiplies (shl, sub, shl), and producer/consumer ran
+// faster in 47 of 60 interleaved `crossed` rounds (docs/DESIGN.md).
 inline constexpr std::size_t kZonePadBytes = 64;
 
 // Where each separately mapped piece of a zone's committed pages starts. Before Linux 6.17
